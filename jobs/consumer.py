@@ -1,0 +1,401 @@
+"""The consumer runtime: an arq Worker that claims from its own queue in one Lua call.
+
+Instead of arq's 0.5 s poll and WATCH/MULTI per job, a consumer blocks on its wake-up list
+(pushed by the enqueue script) and claims up to its free slots at once. Running jobs hold
+short leases that the heartbeat renews; the supervisor hands a dead consumer's jobs back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+from arq.worker import Retry, Worker, func
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from jobs import keys, metrics
+from jobs.connection import async_client
+from jobs.context import JobContext
+from jobs.errors import JobInputError
+from jobs.queue import Backoff, now_ms
+from jobs.registry import JobSpec, registry
+from jobs.scripts import Scripts
+from jobs.settings import Settings
+
+log = logging.getLogger("jobs.consumer")
+
+IDLE_WAIT = 1.0
+FINISH_RETRY_SECONDS = 30.0
+MAX_ERROR_CHARS = 2000
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+class Consumer(Worker):
+    """Runs the jobs of one consumer slot, `concurrency` at a time."""
+
+    def __init__(self, cid: str, pool: str, settings: Settings, redis: Redis) -> None:
+        super().__init__(
+            functions=[func(spec.func, name=spec.name) for spec in registry.values()],
+            queue_name=keys.ready(settings.prefix, cid),
+            redis_pool=redis,
+            handle_signals=False,
+            max_jobs=settings.consumer_concurrency,
+            job_timeout=settings.default_timeout,
+            max_tries=settings.default_attempts,
+            poll_delay=IDLE_WAIT,
+            job_serializer=lambda v: _dumps(v).encode(),
+            job_deserializer=json.loads,
+        )
+        self.cid = cid
+        self.pool_name = pool
+        self.settings = settings
+        self.redis = redis
+        self.prefix = settings.prefix
+        self.scripts = Scripts(redis)
+        self.jobs: dict[str, JobSpec] = registry
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.aborted: set[str] = set()
+        self.stopping = asyncio.Event()
+        self.draining = False
+        self.threads = ThreadPoolExecutor(settings.consumer_concurrency, f"job-{cid}")
+        self.info = _dumps(
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "concurrency": self.max_jobs,
+                "pool": pool,
+            }
+        )
+        self.k_ready = keys.ready(self.prefix, cid)
+        self.k_active = keys.active(self.prefix, cid)
+        self.k_delayed = keys.delayed(self.prefix, pool)
+        self.k_workers = keys.workers(self.prefix, pool)
+        self.k_wake = keys.wake(self.prefix, cid)
+        self.last_loop = time.monotonic()
+
+    # the main loop
+
+    async def serve(self) -> None:
+        """Run until SIGTERM/SIGINT, then drain: finish or hand back every job held."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGQUIT, self._quit)
+        await self._until_redis()
+        await self.redis.sadd(keys.pools(self.prefix), self.pool_name)
+        await self.beat()
+        log.info(
+            "consumer %s ready (pool %s, concurrency %d)", self.cid, self.pool_name, self.max_jobs
+        )
+        beats = asyncio.create_task(self._heartbeats())
+        self.main_task = asyncio.create_task(self.main())
+        await self.stopping.wait()
+        self.draining = True
+        beats.cancel()
+        self.main_task.cancel()
+        await asyncio.gather(beats, self.main_task, return_exceptions=True)
+        await self.drain()
+
+    async def main(self) -> None:
+        """Claim what there is room for, then wait on the wake-up list."""
+        # BLPOP holds its connection: it gets a client of its own
+        blocking = async_client(self.settings, socket_timeout=None)
+        try:
+            while True:
+                self.last_loop = time.monotonic()
+                wait = IDLE_WAIT
+                try:
+                    free = self.max_jobs - len(self.tasks)
+                    if free > 0:
+                        claimed, next_due = await self.scripts.claim(
+                            keys=[self.k_ready, self.k_active, self.k_delayed],
+                            args=[self.prefix, self.cid, now_ms(), free, self._lease_ms()],
+                        )
+                        for row in claimed:
+                            self._start(row)
+                        if next_due is not None:
+                            wait = min(wait, max(0.005, (float(next_due) - now_ms()) / 1000))
+                    token = await blocking.blpop([self.k_wake], timeout=wait)
+                    if token and token[1].startswith("abort:"):
+                        self._abort(token[1][6:])
+                except RedisError as exc:
+                    log.warning("redis unavailable in consumer loop: %s", exc)
+                    await asyncio.sleep(0.5)
+        finally:
+            with contextlib.suppress(Exception):
+                await blocking.aclose(close_connection_pool=True)
+
+    def _lease_ms(self) -> int:
+        return int(self.settings.lease_seconds * 1000)
+
+    def _start(self, row: list[Any]) -> None:
+        job_id = row[0]
+        task = asyncio.create_task(self.run_job(job_id, row))
+        self.tasks[job_id] = task
+        task.add_done_callback(lambda _t: self.tasks.pop(job_id, None))
+
+    def _abort(self, job_id: str) -> None:
+        task = self.tasks.get(job_id)
+        if task is not None and not task.done():
+            log.info("aborting job %s", job_id, extra={"jobId": job_id})
+            self.aborted.add(job_id)
+            task.cancel()
+
+    def _quit(self) -> None:
+        self.settings = replace(self.settings, graceful_timeout=0)
+        self.stopping.set()
+
+    # running one job
+
+    async def run_job(self, job_id: str, row: list[Any]) -> None:  # type: ignore[override]
+        _, name, data_raw, attempt, max_attempts, timeout, backoff_raw = row
+        attempt, max_attempts = int(attempt), int(max_attempts or 1)
+        extra = {"jobId": job_id, "jobName": name}
+        started = time.monotonic()
+        outcome, payload, tb, delay = "completed", "null", "", 0.0
+        try:
+            spec = self.jobs.get(name)
+            if spec is None:
+                raise JobInputError(f"no job named {name!r} in this consumer")
+            data = json.loads(data_raw) if data_raw else None
+            ctx = JobContext(
+                job_id,
+                name,
+                attempt,
+                max_attempts,
+                self.pool_name,
+                self.cid,
+                self.redis,
+                keys.job(self.prefix, job_id),
+                asyncio.get_running_loop(),
+            )
+            log.debug("job started", extra=extra)
+            result = await asyncio.wait_for(self._call(spec, ctx, data), float(timeout or 300))
+            payload = _dumps(result)
+            self.jobs_complete += 1
+        except asyncio.CancelledError:
+            if job_id in self.aborted:
+                outcome = "cancelled"
+                log.info("job cancelled", extra=extra)
+            else:
+                outcome = "requeue"
+                log.info("job handed back at shutdown", extra=extra)
+            await asyncio.shield(self._finish(job_id, outcome, payload, tb, delay, extra))
+            raise
+        except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            outcome, payload, tb, delay = self._failure(
+                exc, attempt, max_attempts, backoff_raw, timeout, extra
+            )
+        metrics.observe_job(self.pool_name, name, outcome, time.monotonic() - started)
+        await self._finish(job_id, outcome, payload, tb, delay, extra)
+
+    async def _call(self, spec: JobSpec, ctx: JobContext, data: Any) -> Any:
+        if spec.is_async:
+            return await spec.func(ctx, data)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.threads, spec.func, ctx, data)
+
+    def _failure(
+        self,
+        exc: BaseException,
+        attempt: int,
+        max_attempts: int,
+        backoff_raw: str | None,
+        timeout: str | None,
+        extra: dict[str, Any],
+    ) -> tuple[str, str, str, float]:
+        if isinstance(exc, TimeoutError):
+            error = f"timed out after {float(timeout or 0):g} s"
+        else:
+            error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+        tb = "".join(traceback.format_exception(exc))[-8000:]
+        permanent = isinstance(exc, JobInputError)
+        if permanent or attempt >= max_attempts:
+            self.jobs_failed += 1
+            log.error(
+                "job dead-lettered after %d tries: %s",
+                attempt,
+                error,
+                extra={**extra, "traceback": tb},
+            )
+            return "dead", error, tb, 0.0
+        self.jobs_retried += 1
+        if isinstance(exc, Retry) and exc.defer_score is not None:
+            delay = exc.defer_score / 1000
+        else:
+            spec = json.loads(backoff_raw) if backoff_raw else {}
+            policy = Backoff(
+                spec.get("type", "exponential"),
+                float(spec.get("delay", self.settings.default_backoff)),
+            )
+            delay = policy.seconds(attempt, self.settings.max_backoff)
+        log.warning(
+            "job failed (try %d of %d), retry in %g s: %s",
+            attempt,
+            max_attempts,
+            delay,
+            error,
+            extra=extra,
+        )
+        return "retry", error, tb, delay
+
+    async def _finish(
+        self, job_id: str, outcome: str, payload: str, tb: str, delay: float, extra: dict[str, Any]
+    ) -> None:
+        """Record the outcome; keep trying while Redis is away (the lease covers the job meanwhile)."""
+        deadline = time.monotonic() + FINISH_RETRY_SECONDS
+        full = len(self.tasks) >= self.max_jobs and not self.draining
+        while True:
+            try:
+                await self.scripts.finish(
+                    keys=[
+                        keys.job(self.prefix, job_id),
+                        self.k_active,
+                        self.k_ready,
+                        self.k_delayed,
+                    ],
+                    args=[
+                        self.prefix,
+                        job_id,
+                        self.cid,
+                        outcome,
+                        now_ms(),
+                        payload,
+                        tb,
+                        int(delay * 1000),
+                        self.settings.keep_result_seconds * 1000,
+                        self.settings.dlq_max,
+                        "1" if full else "0",
+                    ],
+                )
+                log.debug("job %s", outcome, extra=extra)
+                return
+            except RedisError as exc:
+                if time.monotonic() > deadline:
+                    log.error("could not record job outcome %s: %s", outcome, exc, extra=extra)
+                    return
+                await asyncio.sleep(0.2)
+
+    # liveness
+
+    async def beat(self) -> None:
+        await self.scripts.heartbeat(
+            keys=[self.k_workers, keys.worker(self.prefix, self.cid), self.k_active],
+            args=[
+                self.prefix,
+                self.cid,
+                now_ms(),
+                int(self.settings.heartbeat_ttl * 1000),
+                self._lease_ms(),
+                self.info,
+                *self.tasks,
+            ],
+        )
+
+    async def sweep(self) -> int:
+        """Hand back the jobs of consumers of this pool that died, and of lapsed leases."""
+        moved: int = await self.scripts.recover(
+            keys=[self.k_workers, self.k_delayed],
+            args=[
+                self.prefix,
+                self.pool_name,
+                now_ms(),
+                self.settings.max_crashes,
+                self.settings.dlq_max,
+                "",
+            ],
+        )
+        if moved:
+            log.warning(
+                "took back %d jobs from dead consumers or lapsed leases in pool %s",
+                moved,
+                self.pool_name,
+            )
+        return moved
+
+    async def _heartbeats(self) -> None:
+        while True:
+            try:
+                await self.beat()
+                await self.sweep()
+            except RedisError as exc:
+                log.warning("heartbeat failed: %s", exc)
+            await asyncio.sleep(self.settings.heartbeat_interval)
+
+    async def _until_redis(self) -> None:
+        delay = 0.05
+        while True:
+            try:
+                await self.redis.ping()
+                return
+            except RedisError as exc:
+                log.warning("waiting for redis: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    # shutdown
+
+    async def drain(self) -> None:
+        """Stop taking jobs, let running ones finish within the grace time, hand back the rest."""
+        with contextlib.suppress(RedisError):
+            await self.redis.zrem(self.k_workers, self.cid)
+        running = list(self.tasks.values())
+        grace = max(0.0, self.settings.graceful_timeout - 1.0)
+        if running:
+            log.info("draining %d running jobs (up to %g s)", len(running), grace)
+            _, pending = await asyncio.wait(running, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        # what is left in this consumer's own queue goes back to the pool
+        with contextlib.suppress(RedisError):
+            await self.scripts.recover(
+                keys=[self.k_workers, self.k_delayed],
+                args=[
+                    self.prefix,
+                    self.pool_name,
+                    now_ms(),
+                    self.settings.max_crashes,
+                    self.settings.dlq_max,
+                    self.cid,
+                ],
+            )
+        self.threads.shutdown(wait=False, cancel_futures=True)
+        log.info(
+            "consumer %s stopped: %d completed, %d retried, %d failed",
+            self.cid,
+            self.jobs_complete,
+            self.jobs_retried,
+            self.jobs_failed,
+        )
+
+
+def run(cid: str, pool: str, settings: Settings) -> None:
+    """Entry point of a consumer process (called in the forked child)."""
+    import uvloop
+
+    async def go() -> None:
+        redis = async_client(settings)
+        consumer = Consumer(cid, pool, settings, redis)
+        try:
+            await consumer.serve()
+        finally:
+            await redis.aclose()
+
+    uvloop.run(go())

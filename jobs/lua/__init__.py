@@ -1,0 +1,1 @@
+"""Lua scripts of the job path (data files; see jobs/scripts.py)."""

@@ -1,0 +1,32 @@
+-- Pick the least-loaded live consumer of the pool and write the job to it, in one step.
+-- KEYS[1] job hash, KEYS[2] workers:<pool>, KEYS[3] delayed:<pool>
+-- ARGV[1] prefix, ARGV[2] id, ARGV[3] now ms, ARGV[4] delay ms, ARGV[5] ready score,
+-- ARGV[6] backlog limit, ARGV[7..] job fields as field, value pairs
+-- Returns {code, status, worker}: 1 created, 0 duplicate, -1 no live consumer, -2 backlog full.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local r = redis.call('HMGET', KEYS[1], 'status', 'worker')
+  return {0, r[1] or '', r[2] or ''}
+end
+local id, now, delay = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local live = redis.call('ZRANGEBYSCORE', KEYS[2], now, '+inf')
+if #live == 0 then return {-1, '', ''} end
+local best, best_load, waiting = nil, nil, 0
+for _, cid in ipairs(live) do
+  local queued = redis.call('ZCARD', ready_key(cid))
+  local load = queued + redis.call('ZCARD', active_key(cid))
+  waiting = waiting + queued
+  if best_load == nil or load < best_load then best, best_load = cid, load end
+end
+if waiting + redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[6]) then return {-2, '', ''} end
+local fields = {}
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+if delay > 0 then
+  redis.call('HSET', KEYS[1], 'status', 'delayed', unpack(fields))
+  redis.call('ZADD', KEYS[3], now + delay, id)
+  wake(best)  -- so that it shortens its wait to the new due time
+  return {1, 'delayed', ''}
+end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', best, unpack(fields))
+redis.call('ZADD', ready_key(best), ARGV[5], id)
+wake(best)
+return {1, 'queued', best}

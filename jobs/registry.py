@@ -1,0 +1,79 @@
+"""The job registry: the `@job` decorator users put on their own functions."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, overload
+
+from jobs.settings import DEFAULT_POOL
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A registered job: its function and its defaults."""
+
+    name: str
+    func: Callable[..., Any]
+    attempts: int | None = None
+    timeout: float | None = None
+    backoff: dict[str, Any] | None = None
+    pool: str = DEFAULT_POOL
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.func)
+
+
+registry: dict[str, JobSpec] = {}
+
+
+@overload
+def job(func: Callable[..., Any], /) -> Callable[..., Any]: ...
+
+
+@overload
+def job(
+    name: str | None = None,
+    /,
+    *,
+    attempts: int | None = None,
+    timeout: float | None = None,
+    backoff: dict[str, Any] | None = None,
+    pool: str = DEFAULT_POOL,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
+
+
+def job(
+    name: Callable[..., Any] | str | None = None,
+    /,
+    *,
+    attempts: int | None = None,
+    timeout: float | None = None,
+    backoff: dict[str, Any] | None = None,
+    pool: str = DEFAULT_POOL,
+) -> Any:
+    """Register a job function, `async def f(ctx, data)` or a plain `def` run in a thread.
+
+    Use bare (`@job`, named after the function) or with options:
+    `@job("report", attempts=2, timeout=60, pool="worker1")`.
+    """
+
+    def register(func: Callable[..., Any]) -> Callable[..., Any]:
+        job_name = name if isinstance(name, str) else func.__name__
+        registry[job_name] = JobSpec(job_name, func, attempts, timeout, backoff, pool)
+        return func
+
+    if callable(name):
+        return register(name)
+    return register
+
+
+def load(modules: tuple[str, ...] = ()) -> dict[str, JobSpec]:
+    """Import the built-in jobs and the user's JOB_MODULES; return the registry."""
+    importlib.import_module("jobs.builtin")
+    for module in modules:
+        importlib.import_module(module)
+    return registry

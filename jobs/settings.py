@@ -1,0 +1,168 @@
+"""The one settings object, read from the environment, shared by supervisor, server and jobs."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+DEFAULT_POOL = "default"
+
+
+class SettingsError(ValueError):
+    """A configuration value that cannot be used."""
+
+
+def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise SettingsError(f"{name} must not be negative, got {value}")
+    return value
+
+
+def parse_pools(raw: str) -> dict[str, int]:
+    """Parse `name:consumers,name:consumers` into a dict."""
+    pools: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        name, _, count = item.partition(":")
+        name = name.strip()
+        if not name.replace("-", "").replace("_", "").isalnum():
+            raise SettingsError(f"POOLS: bad pool name {name!r}")
+        try:
+            pools[name] = int(count) if count else 1
+        except ValueError:
+            raise SettingsError(f"POOLS: bad consumer count in {item!r}") from None
+        if pools[name] < 0:
+            raise SettingsError(f"POOLS: negative consumer count in {item!r}")
+    return pools
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the service. Build it with `Settings.from_env()`."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    web_concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
+    pools: dict[str, int] = field(default_factory=lambda: {DEFAULT_POOL: os.cpu_count() or 1})
+    consumer_concurrency: int = 8
+    redis_url: str | None = None
+    data_dir: Path = Path("data")
+    api_key: str | None = None
+    graceful_timeout: float = 30.0
+    max_body_bytes: int = 1024 * 1024
+    log_level: str = "INFO"
+    log_file: str | None = None
+    node_name: str = field(default_factory=socket.gethostname)
+    backlog_limit: int = 100_000
+    job_modules: tuple[str, ...] = ()
+    key_prefix: str = "mq"
+    heartbeat_interval: float = 1.0
+    heartbeat_ttl: float = 5.0
+    lease_seconds: float = 10.0
+    keep_result_seconds: int = 86_400
+    dlq_max: int = 10_000
+    max_crashes: int = 3
+    files_dir: Path | None = None
+    default_attempts: int = 4
+    default_backoff: float = 2.0
+    max_backoff: float = 3600.0
+    default_timeout: float = 300.0
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        """Read the settings from the environment (or the given mapping)."""
+        env = dict(os.environ if environ is None else environ)
+        cores = os.cpu_count() or 1
+        pools = {DEFAULT_POOL: _int(env, "CONSUMERS", cores)}
+        for name, count in parse_pools(env.get("POOLS", "worker1:1,worker2:1")).items():
+            pools[name] = count
+        data_dir = Path(env.get("DATA_DIR", "data")).resolve()
+        files_dir = env.get("FILES_DIR")
+        modules = tuple(m.strip() for m in env.get("JOB_MODULES", "").split(",") if m.strip())
+        level = env.get("LOG_LEVEL", "INFO").upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise SettingsError(f"LOG_LEVEL must be a logging level name, got {level!r}")
+        prefix = env.get("KEY_PREFIX", "mq")
+        if not prefix or any(c in prefix for c in "{}: "):
+            raise SettingsError("KEY_PREFIX must be a plain name without braces, colons or spaces")
+        return cls(
+            host=env.get("HOST", "127.0.0.1"),
+            port=_int(env, "PORT", 8000),
+            web_concurrency=_int(env, "WEB_CONCURRENCY", cores, minimum=1),
+            pools=pools,
+            consumer_concurrency=_int(env, "CONSUMER_CONCURRENCY", 8, minimum=1),
+            redis_url=env.get("REDIS_URL") or None,
+            data_dir=data_dir,
+            api_key=env.get("API_KEY") or None,
+            graceful_timeout=_float(env, "GRACEFUL_TIMEOUT", 30.0),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", 1024 * 1024, minimum=1),
+            log_level=level,
+            log_file=env.get("LOG_FILE") or None,
+            node_name=env.get("NODE_NAME") or socket.gethostname(),
+            backlog_limit=_int(env, "BACKLOG_LIMIT", 100_000, minimum=1),
+            job_modules=modules,
+            key_prefix=prefix,
+            heartbeat_interval=_float(env, "HEARTBEAT_INTERVAL", 1.0),
+            heartbeat_ttl=_float(env, "HEARTBEAT_TTL", 5.0),
+            lease_seconds=_float(env, "LEASE_SECONDS", 10.0),
+            keep_result_seconds=_int(env, "KEEP_RESULT_SECONDS", 86_400, minimum=1),
+            dlq_max=_int(env, "DLQ_MAX", 10_000, minimum=1),
+            max_crashes=_int(env, "MAX_CRASHES", 3, minimum=1),
+            files_dir=Path(files_dir).resolve() if files_dir else data_dir / "files",
+            default_attempts=_int(env, "DEFAULT_ATTEMPTS", 4, minimum=1),
+            default_backoff=_float(env, "DEFAULT_BACKOFF", 2.0),
+            default_timeout=_float(env, "DEFAULT_TIMEOUT", 300.0),
+        )
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix inside a hash tag, so every key lands on one Cluster slot."""
+        return "{" + self.key_prefix + "}"
+
+    @property
+    def embedded(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def allowed_files_dir(self) -> Path:
+        return self.files_dir or self.data_dir / "files"
+
+    def with_redis_url(self, url: str) -> Settings:
+        return replace(self, redis_url=url)
+
+
+_current: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    global _current
+    if _current is None:
+        _current = Settings.from_env()
+    return _current
+
+
+def set_settings(settings: Settings) -> None:
+    global _current
+    _current = settings

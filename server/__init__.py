@@ -1,0 +1,1 @@
+"""The HTTP side: a Starlette app served by uvicorn workers under the supervisor."""

@@ -1,0 +1,303 @@
+"""The Starlette app: the HTTP contract over the queue layer."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from jobs import metrics, registry
+from jobs.queue import Enqueued, Queue
+from jobs.settings import Settings, get_settings
+from server import dashboard, openapi
+from server.auth import ApiKeyMiddleware
+from server.errors import HANDLERS, ApiError
+from server.schemas import ENQUEUE, SEED_API_JOB, SEED_MESSAGE, SEED_WORKER, Schema, validate
+
+STARTED = time.monotonic()
+SEED_STATUS = {
+    "queued": "pending",
+    "delayed": "pending",
+    "failed": "pending",
+    "active": "processing",
+    "completed": "completed",
+    "dead": "failed",
+    "cancelled": "cancelled",
+}
+
+
+def queue_of(request: Request) -> Queue:
+    q: Queue = request.app.state.queue
+    return q
+
+
+async def read_json(request: Request, schema: Schema, optional: bool = False) -> Any:
+    """The request body as JSON, bounded in size and checked against its schema."""
+    limit: int = request.app.state.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise ApiError(413, f"request body is larger than {limit} bytes")
+    size, chunks = 0, []
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip() and optional:
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ApiError(400, "request body is not valid JSON", "invalid_json") from None
+    validate(body, schema)
+    return body
+
+
+def enqueued_body(job: Enqueued) -> dict[str, Any]:
+    body = {
+        "message": "Task enqueued successfully",
+        "jobId": job.id,
+        "jobName": job.name,
+        "jobData": job.data,
+        "assignedWorker": job.worker,
+        "status": job.status,
+    }
+    if job.duplicate:
+        body["duplicate"] = True
+    return body
+
+
+def accepted(job: Enqueued, body: dict[str, Any]) -> JSONResponse:
+    if not job.duplicate:
+        metrics.count_enqueue(job.pool, job.name)
+    status = 200 if job.duplicate else 202
+    return JSONResponse(body, status_code=status, headers={"Location": f"/jobs/{job.id}"})
+
+
+async def submit(
+    request: Request, name: str, data: Any, options: dict[str, Any] | None = None
+) -> Enqueued:
+    options = options or {}
+    return await queue_of(request).enqueue(
+        name,
+        data if data is not None else {},
+        job_id=options.get("jobId"),
+        delay=float(options.get("delay", 0)),
+        attempts=int(options["attempts"]) if "attempts" in options else None,
+        backoff=options.get("backoff"),
+        timeout=float(options["timeout"]) if "timeout" in options else None,
+        priority=int(options.get("priority", 0)),
+        queue=options.get("queue"),
+    )
+
+
+# the contract
+
+
+async def enqueue_task(request: Request) -> Response:
+    body = await read_json(request, ENQUEUE)
+    job = await submit(request, body["jobName"], body.get("data"), body.get("options"))
+    return accepted(job, enqueued_body(job))
+
+
+async def get_job(request: Request) -> Response:
+    job = await queue_of(request).get(request.path_params["job_id"])
+    if job is None:
+        raise ApiError(404, f"no job {request.path_params['job_id']!r}")
+    return JSONResponse(job)
+
+
+async def cancel_job(request: Request) -> Response:
+    return JSONResponse(await queue_of(request).cancel(request.path_params["job_id"]))
+
+
+async def queue_stats(request: Request) -> Response:
+    return JSONResponse(await queue_of(request).stats())
+
+
+def _paging(request: Request) -> tuple[int, int]:
+    try:
+        limit = int(request.query_params.get("limit", "50"))
+        offset = int(request.query_params.get("offset", "0"))
+    except ValueError:
+        raise ApiError(422, "limit and offset must be integers") from None
+    if not 1 <= limit <= 1000 or offset < 0:
+        raise ApiError(422, "limit must be 1-1000 and offset not negative")
+    return limit, offset
+
+
+async def dlq_list(request: Request) -> Response:
+    limit, offset = _paging(request)
+    return JSONResponse(await queue_of(request).dlq(limit, offset))
+
+
+async def dlq_get(request: Request) -> Response:
+    return JSONResponse(await queue_of(request).dlq_get(request.path_params["job_id"]))
+
+
+async def dlq_delete(request: Request) -> Response:
+    return JSONResponse(await queue_of(request).dlq_delete(request.path_params["job_id"]))
+
+
+async def dlq_retry(request: Request) -> Response:
+    job = await queue_of(request).dlq_retry(request.path_params["job_id"])
+    return accepted(job, enqueued_body(job))
+
+
+async def root(request: Request) -> Response:
+    return JSONResponse({"message": "Job queue service is running", "workerPID": os.getpid()})
+
+
+async def health(request: Request) -> Response:
+    uptime = round(time.monotonic() - STARTED, 3)
+    return JSONResponse({"status": "ok", "uptime": uptime, "workerPID": os.getpid()})
+
+
+async def ready(request: Request) -> Response:
+    q = queue_of(request)
+    try:
+        await q.redis.ping()
+        live = await q.live_consumers()
+    except Exception as exc:
+        return JSONResponse(
+            {"status": "unavailable", "detail": f"redis: {type(exc).__name__}"}, status_code=503
+        )
+    if live < 1:
+        return JSONResponse(
+            {"status": "unavailable", "detail": "no live consumer"}, status_code=503
+        )
+    return JSONResponse({"status": "ready", "consumers": live})
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry_ = CollectorRegistry()
+        MultiProcessCollector(registry_)
+    else:
+        registry_ = REGISTRY
+    return Response(generate_latest(registry_), media_type=CONTENT_TYPE_LATEST)
+
+
+async def openapi_json(request: Request) -> Response:
+    return JSONResponse(openapi.document())
+
+
+async def dashboard_page(request: Request) -> Response:
+    return HTMLResponse(dashboard.PAGE)
+
+
+# the seeds' own routes
+
+
+async def seed_message(request: Request) -> Response:
+    body = await read_json(request, SEED_MESSAGE)
+    job = await submit(
+        request, "message", {"message": body["message"], "shouldFail": bool(body.get("shouldFail"))}
+    )
+    return accepted(job, {"message": "Job added", "jobId": job.id})
+
+
+async def seed_api_job(request: Request) -> Response:
+    body = await read_json(request, SEED_API_JOB)
+    if body["type"] not in registry.registry:
+        raise ApiError(422, f"type: unknown job type {body['type']!r}")
+    job = await submit(request, body["type"], body.get("payload", {}))
+    return accepted(
+        job, {"message": "Job submitted successfully", "jobId": job.id, "status": "pending"}
+    )
+
+
+async def seed_api_job_status(request: Request) -> Response:
+    job = await queue_of(request).get(request.path_params["job_id"])
+    if job is None:
+        raise ApiError(404, f"no job {request.path_params['job_id']!r}")
+    return JSONResponse(
+        {
+            "id": job["id"],
+            "status": SEED_STATUS.get(job["status"], job["status"]),
+            "type": job["jobName"],
+            "createdAt": job["createdAt"],
+            "completedAt": job["completedAt"],
+            "result": job["result"],
+        }
+    )
+
+
+def seed_worker(name: str) -> Any:
+    async def endpoint(request: Request) -> Response:
+        body = await read_json(request, SEED_WORKER, optional=True)
+        job = await submit(request, name, body)
+        return accepted(job, enqueued_body(job))
+
+    return endpoint
+
+
+async def seed_template(request: Request) -> Response:
+    job = await submit(request, "noop", {"source": "template"})
+    metrics.count_enqueue(job.pool, job.name)
+    page = (
+        "<!doctype html><html><head><meta charset=utf-8><title>Job enqueued</title></head>"
+        f"<body><h1>Job enqueued</h1><p>Job <code>{job.id}</code> ({job.name}) is {job.status}."
+        f' <a href="/jobs/{job.id}">status</a></p></body></html>'
+    )
+    return HTMLResponse(page, status_code=202)
+
+
+ROUTES = [
+    Route("/", root),
+    Route("/health", health),
+    Route("/ready", ready),
+    Route("/metrics", metrics_endpoint),
+    Route("/openapi.json", openapi_json),
+    Route("/dashboard", dashboard_page),
+    Route("/enqueue-task", enqueue_task, methods=["POST"]),
+    Route("/jobs", seed_message, methods=["POST"]),
+    Route("/jobs/{job_id}", get_job, methods=["GET"]),
+    Route("/jobs/{job_id}", cancel_job, methods=["DELETE"]),
+    Route("/queue/stats", queue_stats),
+    Route("/dlq", dlq_list),
+    Route("/dlq/{job_id}", dlq_get, methods=["GET"]),
+    Route("/dlq/{job_id}", dlq_delete, methods=["DELETE"]),
+    Route("/dlq/{job_id}/retry", dlq_retry, methods=["POST"]),
+    Route("/api/jobs", seed_api_job, methods=["POST"]),
+    Route("/api/jobs/{job_id}", seed_api_job_status),
+    Route("/api/worker1", seed_worker("worker1"), methods=["POST"]),
+    Route("/api/worker2", seed_worker("worker2"), methods=["POST"]),
+    Route("/template", seed_template),
+    Route("/admin", dashboard_page),
+]
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """The ASGI app. Redis is connected lazily, so start-up never fails on an outage."""
+    settings = settings or get_settings()
+    registry.load(settings.job_modules)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.queue = Queue.from_settings(settings)
+        try:
+            yield
+        finally:
+            await app.state.queue.close()
+
+    return Starlette(
+        routes=ROUTES,
+        middleware=[Middleware(ApiKeyMiddleware, api_key=settings.api_key)],
+        exception_handlers=HANDLERS,
+        lifespan=lifespan,
+    )

@@ -1,0 +1,167 @@
+"""/openapi.json, generated from the schemas that validate the requests."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from server.schemas import (
+    ENQUEUE,
+    ENQUEUED,
+    ERROR,
+    JOB_RECORD,
+    SEED_API_JOB,
+    SEED_MESSAGE,
+    SEED_WORKER,
+    Schema,
+)
+
+JSON = "application/json"
+
+
+def _json(schema: Schema, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    words = {
+        400: "Malformed JSON",
+        401: "Missing or wrong API key",
+        404: "Not found",
+        409: "Already finished",
+        413: "Body too large",
+        422: "Invalid input",
+        503: "No live consumer, backlog full or store unavailable",
+    }
+    return {str(c): _json(ERROR, words[c]) for c in codes}
+
+
+def _body(schema: Schema, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {JSON: {"schema": schema}}}
+
+
+def _id_param() -> list[dict[str, Any]]:
+    return [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
+def _get(summary: str, schema: Schema | None = None, *errors: int) -> dict[str, Any]:
+    ok = _json(schema, "OK") if schema else {"description": "OK"}
+    return {"summary": summary, "responses": {"200": ok, **_errors(401, *errors)}}
+
+
+@cache
+def document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the whole HTTP API."""
+    enqueue_errors = _errors(400, 401, 413, 422, 503)
+    accepted = {"202": _json(ENQUEUED, "Accepted"), "200": _json(ENQUEUED, "Duplicate jobId")}
+    obj: Schema = {"type": "object"}
+    paths: dict[str, Any] = {
+        "/": {
+            "get": {
+                "summary": "Greeting with the worker pid",
+                "responses": {"200": {"description": "OK"}},
+            }
+        },
+        "/health": {
+            "get": {
+                "summary": "Liveness, no Redis call",
+                "responses": {"200": {"description": "OK"}},
+            }
+        },
+        "/ready": {
+            "get": {
+                "summary": "Redis answers and a consumer is alive",
+                "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready"}},
+            }
+        },
+        "/metrics": {
+            "get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "OK"}}}
+        },
+        "/openapi.json": {
+            "get": {"summary": "This document", "responses": {"200": {"description": "OK"}}}
+        },
+        "/dashboard": {"get": _get("Dashboard (HTML)")},
+        "/admin": {"get": _get("Dashboard (HTML), seed 001")},
+        "/enqueue-task": {
+            "post": {
+                "summary": "Enqueue a job",
+                "requestBody": _body(ENQUEUE),
+                "responses": {**accepted, **enqueue_errors},
+            }
+        },
+        "/jobs": {
+            "post": {
+                "summary": "Enqueue a message job (seed 004)",
+                "requestBody": _body(SEED_MESSAGE),
+                "responses": {"202": {"description": "Accepted"}, **enqueue_errors},
+            }
+        },
+        "/jobs/{job_id}": {
+            "parameters": _id_param(),
+            "get": _get("A job's record", JOB_RECORD, 404),
+            "delete": _get("Cancel a job", JOB_RECORD, 404, 409),
+        },
+        "/queue/stats": {"get": _get("Queue counts and consumers", obj)},
+        "/dlq": {
+            "get": {
+                **_get("Dead-lettered jobs, newest first", obj, 422),
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                ],
+            }
+        },
+        "/dlq/{job_id}": {
+            "parameters": _id_param(),
+            "get": _get("A dead-lettered job", obj, 404),
+            "delete": _get("Remove a dead-lettered job", obj, 404),
+        },
+        "/dlq/{job_id}/retry": {
+            "parameters": _id_param(),
+            "post": {
+                "summary": "Run a dead-lettered job again",
+                "responses": {**accepted, **_errors(401, 404, 503)},
+            },
+        },
+        "/api/jobs": {
+            "post": {
+                "summary": "Submit a job (seed 003)",
+                "requestBody": _body(SEED_API_JOB),
+                "responses": {"202": {"description": "Accepted"}, **enqueue_errors},
+            }
+        },
+        "/api/jobs/{job_id}": {
+            "parameters": _id_param(),
+            "get": _get("A job in seed 003's words", obj, 404),
+        },
+        "/api/worker1": {
+            "post": {
+                "summary": "Run a job on pool worker1 (seed 000)",
+                "requestBody": _body(SEED_WORKER, required=False),
+                "responses": {**accepted, **enqueue_errors},
+            }
+        },
+        "/api/worker2": {
+            "post": {
+                "summary": "Run a job on pool worker2 (seed 000)",
+                "requestBody": _body(SEED_WORKER, required=False),
+                "responses": {**accepted, **enqueue_errors},
+            }
+        },
+        "/template": {
+            "get": {
+                "summary": "Enqueue a job, answer HTML (seed 001)",
+                "responses": {"202": {"description": "HTML page"}, **_errors(401, 503)},
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Job queue service", "version": "0.1.0"},
+        "paths": paths,
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    }

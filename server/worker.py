@@ -1,0 +1,17 @@
+"""The HTTP worker class: uvicorn's gunicorn worker, named and logging as an `http worker`."""
+
+from __future__ import annotations
+
+import setproctitle
+from uvicorn_worker import UvicornWorker
+
+from jobs.logs import set_role
+
+
+class HttpWorker(UvicornWorker):  # type: ignore[misc]
+    CONFIG_KWARGS = {"loop": "uvloop", "http": "httptools", "lifespan": "on"}
+
+    def init_process(self) -> None:
+        set_role("http worker")
+        setproctitle.setproctitle("supervisor: http worker")
+        super().init_process()

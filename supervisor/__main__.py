@@ -1,0 +1,77 @@
+"""`python -m supervisor`: start the whole service."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+
+HELP = """\
+Starts the job-queue service: a master that pre-forks HTTP workers (Starlette on uvicorn,
+one shared port), a pool of consumer processes and, unless REDIS_URL is set, an embedded
+Valkey server persisting to DATA_DIR (AOF, fsync every second).
+
+Configuration is read from the environment:
+  HOST                  address to listen on (default 127.0.0.1; the container sets 0.0.0.0)
+  PORT                  port to listen on (default 8000)
+  WEB_CONCURRENCY       HTTP worker processes (default: one per core)
+  CONSUMERS             consumers of the default pool (default: one per core)
+  CONSUMER_CONCURRENCY  jobs one consumer runs at a time (default 8)
+  POOLS                 extra pools as name:consumers,... (default worker1:1,worker2:1)
+  REDIS_URL             redis://, rediss://, unix:// or redis+sentinel:// URL (default: embedded)
+  DATA_DIR              embedded server data, metrics, control socket (default ./data)
+  API_KEY               when set, required as "Authorization: Bearer <key>" on all but
+                        /, /health, /ready and /metrics
+  GRACEFUL_TIMEOUT      seconds running jobs get to finish on SIGTERM (default 30)
+  MAX_BODY_BYTES        largest request body (default 1048576)
+  BACKLOG_LIMIT         waiting jobs per pool before enqueue answers 503 (default 100000)
+  JOB_MODULES           comma-separated modules that hold your @job functions
+  NODE_NAME             this node's name in consumer ids (default: the host name)
+  LOG_LEVEL             DEBUG, INFO, WARNING or ERROR (default INFO)
+  LOG_FILE              also write the JSON log lines here, rotated daily
+gunicorn's own knobs (timeouts, limits, keep-alive) live in gunicorn.conf.py.
+
+Signals to the master: TERM or INT drain and exit 0; HUP reloads workers and consumers;
+TTIN/TTOU add or remove an HTTP worker; QUIT stops at once (jobs go back to the queue).
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m supervisor",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.parse_args(argv)
+
+    from jobs.settings import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # every process writes its metrics here; set before prometheus_client is imported
+    metrics_dir = settings.data_dir / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+
+    from jobs import logs
+
+    logs.configure(settings.log_level, settings.log_file)
+    logs.set_role("master")
+
+    from jobs import registry
+    from supervisor.app import Service
+    from supervisor.arbiter import Master
+
+    registry.load(settings.job_modules)  # fail here, clearly, on a broken JOB_MODULES
+    Master(Service(settings), settings).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,300 @@
+"""The master: gunicorn's Arbiter plus the consumer pool and the embedded server.
+
+gunicorn keeps the HTTP workers (spawn, reap, TTIN/TTOU, HUP, graceful stop). This class adds
+the other children to the same loop: it spawns them in `manage_workers`, reaps them in
+`reap_workers`, reloads them on HUP and stops them in `stop`, the embedded server last.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import setproctitle
+from gunicorn import util
+from gunicorn.arbiter import Arbiter
+from prometheus_client import multiprocess
+from redis.exceptions import RedisError
+
+from jobs import keys, logs
+from jobs.connection import sync_client
+from jobs.queue import now_ms
+from jobs.scripts import Scripts
+from jobs.settings import Settings, set_settings
+from supervisor import embedded
+from supervisor.children import Child, clean_exit, describe
+
+log = logging.getLogger("supervisor")
+
+SERVER_START_SECONDS = 30.0
+SERVER_STOP_SECONDS = 10.0
+CONSUMER_STOP_MARGIN = 5.0
+
+
+def _title(title: str) -> None:
+    """gunicorn titles its processes `master [name]` and `worker [name]`; ours name the role."""
+    role = title.split(" ", 1)[0]
+    setproctitle.setproctitle("supervisor: " + {"worker": "http worker"}.get(role, role))
+
+
+util._setproctitle = _title
+
+
+class Master(Arbiter):  # type: ignore[misc]
+    """Supervises HTTP workers (gunicorn's), consumers and the embedded server."""
+
+    def __init__(self, app: Any, settings: Settings) -> None:
+        self.settings = settings
+        self.server: Child | None = None
+        if settings.embedded:
+            self.server = Child("valkey")
+            # fixed once, so a restarted server is found where the children look for it
+            self.server_args, url = embedded.command(settings.data_dir)
+            self.settings = settings = settings.with_redis_url(url)
+        self.server_proc: subprocess.Popen[bytes] | None = None
+        self.consumers = [
+            Child(f"{settings.node_name}-{pool}-{slot}", meta={"pool": pool, "slot": str(slot)})
+            for pool, count in settings.pools.items()
+            for slot in range(1, count + 1)
+        ]
+        self.stopping = False
+        self.to_recover: dict[str, str] = {}
+        self.http_started: dict[int, float] = {}
+        self.http_failures = 0
+        self.http_not_before = 0.0
+        self.redis: Any = None
+        self.scripts: Any = None
+        super().__init__(app)
+
+    # start-up
+
+    def start(self) -> None:
+        if self.server is not None:
+            self.spawn_server()
+            self.wait_for_server()
+        set_settings(self.settings)
+        self.redis = sync_client(self.settings, socket_timeout=5)
+        self.scripts = Scripts(self.redis)
+        super().start()
+
+    def spawn_server(self) -> None:
+        assert self.server is not None
+        sock = self.settings.data_dir / embedded.SOCKET_NAME
+        if sock.is_socket():
+            sock.unlink()
+        self.server_proc = proc = subprocess.Popen(
+            self.server_args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            close_fds=True,
+            start_new_session=True,  # a Ctrl-C in the terminal reaches the master, not the server
+        )
+        self.server.spawned(proc.pid)
+        threading.Thread(target=self._relay, args=(proc.stdout,), daemon=True).start()
+        log.info("embedded server started (pid %s) at %s", proc.pid, self.settings.redis_url)
+
+    @staticmethod
+    def _relay(stream: Any) -> None:
+        """The server's own output, as JSON lines like everything else."""
+        server_log = logging.getLogger("valkey")
+        for line in iter(stream.readline, b""):
+            text = line.decode(errors="replace").rstrip()
+            if text:
+                server_log.info(text)
+
+    def wait_for_server(self) -> None:
+        client = sync_client(self.settings, socket_timeout=1)
+        deadline = time.monotonic() + SERVER_START_SECONDS
+        while True:
+            try:
+                client.ping()
+                break
+            except RedisError:
+                if time.monotonic() > deadline:
+                    log.error("embedded server did not answer within %gs", SERVER_START_SECONDS)
+                    sys.exit(1)
+                if self.server is not None and self.server.poll() is not None:
+                    log.error("embedded server exited at start-up")
+                    sys.exit(1)
+                time.sleep(0.05)
+        # loading a large AOF answers LOADING until done
+        while client.info("persistence").get("loading"):
+            time.sleep(0.05)
+        client.close()
+
+    # the loop: gunicorn calls manage_workers every turn and after every signal
+
+    def manage_workers(self) -> None:
+        super().manage_workers()
+        if self.stopping:
+            return
+        if self.server is not None and self.server.due():
+            self.spawn_server()
+        for child in self.consumers:
+            if child.due():
+                self.spawn_consumer(child)
+        self.recover_pending()
+
+    def spawn_workers(self) -> None:
+        if time.monotonic() < self.http_not_before:
+            return
+        super().spawn_workers()
+
+    def spawn_worker(self) -> int:
+        pid: int = super().spawn_worker()
+        self.http_started[pid] = time.monotonic()
+        return pid
+
+    def spawn_consumer(self, child: Child) -> None:
+        pool = child.meta["pool"]
+        pid = os.fork()
+        if pid:
+            child.spawned(pid)
+            log.info("consumer %s started (pid %s)", child.name, pid)
+            return
+        # the child: drop the master's signal handling and sockets, then run the consumer
+        status = 0
+        try:
+            for sig in (*self.SIGNALS, signal.SIGCHLD):
+                signal.signal(sig, signal.SIG_DFL)
+            for listener in self.LISTENERS:
+                listener.close()
+            logs.set_role(f"consumer {child.name}")
+            setproctitle.setproctitle(f"supervisor: consumer {pool}-{child.meta['slot']}")
+            from jobs import consumer, registry
+
+            registry.load(self.settings.job_modules)
+            consumer.run(child.name, pool, self.settings)
+        except BaseException:
+            log.exception("consumer %s failed", child.name)
+            status = 1
+        finally:
+            logging.shutdown()
+            os._exit(status)
+
+    # reaping
+
+    def reap_workers(self) -> None:
+        self.reap_children()
+        before = set(self.WORKERS)
+        super().reap_workers()
+        for pid in before - set(self.WORKERS):
+            self.http_exited(pid)
+        # gunicorn's waitpid(-1) may have taken one of ours: poll() notices
+        self.reap_children()
+
+    def http_exited(self, pid: int) -> None:
+        multiprocess.mark_process_dead(pid)
+        started = self.http_started.pop(pid, None)
+        if self.stopping or started is None:
+            return
+        if time.monotonic() - started < 10:
+            self.http_failures += 1
+            delay = (
+                0.0 if self.http_failures < 2 else min(0.5 * 2 ** (self.http_failures - 1), 30.0)
+            )
+            self.http_not_before = time.monotonic() + delay
+            if delay:
+                log.warning("http workers keep dying at start-up; next one in %.1fs", delay)
+        else:
+            self.http_failures = 0
+
+    def reap_children(self) -> None:
+        for child in [*self.consumers, *([self.server] if self.server else [])]:
+            status = child.poll()
+            if status is None:
+                continue
+            pid = child.pid
+            multiprocess.mark_process_dead(pid)
+            delay = child.exited(clean_exit(status) or self.stopping)
+            level = logging.INFO if self.stopping or clean_exit(status) else logging.ERROR
+            log.log(level, "%s (pid %s) %s", child.name, pid, describe(status))
+            if child is not self.server:
+                self.to_recover[child.name] = child.meta["pool"]
+            if delay and not self.stopping:
+                log.warning("%s keeps dying at start-up; restart in %.1fs", child.name, delay)
+        self.recover_pending()
+
+    def recover_pending(self) -> None:
+        """Hand the jobs of consumers that died back to their pool, as soon as Redis answers."""
+        for cid, pool in list(self.to_recover.items()):
+            try:
+                moved = self.scripts.recover(
+                    keys=[
+                        keys.workers(self.settings.prefix, pool),
+                        keys.delayed(self.settings.prefix, pool),
+                    ],
+                    args=[
+                        self.settings.prefix,
+                        pool,
+                        now_ms(),
+                        self.settings.max_crashes,
+                        self.settings.dlq_max,
+                        cid,
+                    ],
+                )
+            except RedisError as exc:
+                log.warning("cannot hand back the jobs of %s yet: %s", cid, exc)
+                return
+            del self.to_recover[cid]
+            if moved:
+                log.warning("handed %d jobs of %s back to pool %s", moved, cid, pool)
+
+    # signals
+
+    def handle_int(self) -> None:
+        self.handle_term()
+
+    def handle_hup(self) -> None:
+        super().handle_hup()
+        log.info("reloading consumers")
+        for child in self.consumers:
+            child.signal(signal.SIGTERM)
+
+    # shutdown
+
+    def stop(self, graceful: bool = True) -> None:
+        """Stop HTTP workers and consumers together, wait for the drain, then the server."""
+        self.stopping = True
+        for child in self.consumers:
+            child.signal(signal.SIGTERM if graceful else signal.SIGQUIT)
+        super().stop(graceful)
+        limit = (
+            time.monotonic()
+            + (self.cfg.graceful_timeout if graceful else 2.0)
+            + CONSUMER_STOP_MARGIN
+        )
+        while any(c.pid for c in self.consumers) and time.monotonic() < limit:
+            self.reap_children()
+            time.sleep(0.05)
+        for child in self.consumers:
+            if child.pid:
+                log.error("consumer %s did not stop in time; killing it", child.name)
+                child.signal(signal.SIGKILL)
+        while any(c.pid for c in self.consumers):
+            self.reap_children()
+            time.sleep(0.02)
+        self.stop_server()
+
+    def stop_server(self) -> None:
+        if self.server is None or not self.server.pid:
+            return
+        self.server.signal(signal.SIGTERM)  # valkey writes and fsyncs the AOF on SIGTERM
+        limit = time.monotonic() + SERVER_STOP_SECONDS
+        while self.server.pid and time.monotonic() < limit:
+            if self.server.poll() is not None:
+                self.server.pid = 0
+                break
+            time.sleep(0.05)
+        if self.server.pid:
+            self.server.signal(signal.SIGKILL)
+            self.server.poll()
+            self.server.pid = 0
+        log.info("embedded server stopped")

@@ -1,0 +1,235 @@
+"""Real processes for the tests: a Valkey server and the whole service, stopped by pid."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import redis
+
+from supervisor.embedded import server_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for(check: Callable[[], T], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> T:
+    """Poll `check` until it returns a truthy value; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - the condition may raise until it holds
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: {last}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(FileNotFoundError):
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    return False
+
+
+def children(pid: int) -> dict[int, str]:
+    """Direct children of `pid` with their process titles."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+                out[int(entry.name)] = cmd
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+    return out
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL `pid` and every descendant, found through /proc."""
+    todo, found = [pid], []
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(children(p))
+    for p in found:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+    for p in found:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(p, 0)
+
+
+class Valkey:
+    """A valkey-server on a free loopback port, stopped by pid."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, appendonly: bool = False) -> None:
+        self.port = port or free_port()
+        self.data_dir = data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        args = [server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "yes" if appendonly else "no", "--dir", str(data_dir),
+                "--daemonize", "no", "--logfile", str(data_dir / "valkey.log")]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        client = redis.Redis.from_url(self.url)
+        wait_for(client.ping, 10, what="valkey to answer")
+        client.close()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, decode_responses=True)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+class Service:
+    """`python -m supervisor` as a subprocess, with its own port and data directory."""
+
+    def __init__(self, data_dir: Path, **env: Any) -> None:
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.log_path = data_dir.parent / f"{data_dir.name}-service-{self.port}.log"
+        self.env = {
+            **os.environ,
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            "DATA_DIR": str(data_dir),
+            "WEB_CONCURRENCY": "2",
+            "CONSUMERS": "2",
+            "GRACEFUL_TIMEOUT": "10",
+            "NODE_NAME": "test",
+            "PYTHONPATH": f"{ROOT / 'tests'}:{ROOT}",
+            **{k: str(v) for k, v in env.items()},
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
+
+    def start(self, ready: bool = True) -> Service:
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        if ready:
+            self.wait_ready()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"service exited with {self.proc.returncode}: {self.tail()}")
+            return self.http.get("/ready").status_code == 200
+
+        wait_for(ready, timeout, 0.1, "the service to be ready")
+
+    def roles(self) -> dict[str, list[int]]:
+        """The master's children grouped by role: http, consumer, server."""
+        out: dict[str, list[int]] = {"http": [], "consumer": [], "server": []}
+        for pid, title in children(self.pid).items():
+            if "http worker" in title:
+                out["http"].append(pid)
+            elif "consumer" in title:
+                out["consumer"].append(pid)
+            elif "valkey-server" in title or "redis-server" in title:
+                out["server"].append(pid)
+        return out
+
+    def enqueue(self, name: str, data: dict[str, Any] | None = None, **options: Any) -> str:
+        body: dict[str, Any] = {"jobName": name, "data": data or {}}
+        if options:
+            body["options"] = options
+        r = self.http.post("/enqueue-task", json=body)
+        assert r.status_code in (200, 202), r.text
+        job_id: str = r.json()["jobId"]
+        return job_id
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        r = self.http.get(f"/jobs/{job_id}")
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        return body
+
+    def wait_status(self, job_id: str, status: str, timeout: float = 30) -> dict[str, Any]:
+        return wait_for(
+            lambda: (j := self.job(job_id))["status"] == status and j, timeout, 0.05, f"{job_id} {status}"
+        )
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def wait_exit(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        """Drain with SIGTERM; whatever is still there after a while is killed, by pid."""
+        if self.proc is not None and self.proc.poll() is None:
+            tree = [self.pid, *children(self.pid)]
+            self.signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+            for pid in tree:
+                if alive(pid):
+                    kill_tree(pid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
+        self.http.close()
+        if hasattr(self, "log"):
+            self.log.close()
+
+
+@contextlib.contextmanager
+def running(data_dir: Path, **env: Any) -> Iterator[Service]:
+    service = Service(data_dir, **env)
+    try:
+        yield service.start()
+    finally:
+        service.stop()
