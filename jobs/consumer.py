@@ -16,7 +16,6 @@ import signal
 import socket
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -44,12 +43,23 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def arq_function(spec: JobSpec) -> Any:
+    """arq's registry entry for a job; a plain `def` runs in a thread."""
+    if spec.is_async:
+        return func(spec.func, name=spec.name)
+
+    async def in_thread(ctx: JobContext, data: Any) -> Any:
+        return await asyncio.to_thread(spec.func, ctx, data)
+
+    return func(in_thread, name=spec.name)
+
+
 class Consumer(Worker):
     """Runs the jobs of one consumer slot, `concurrency` at a time."""
 
     def __init__(self, cid: str, pool: str, settings: Settings, redis: Redis) -> None:
         super().__init__(
-            functions=[func(spec.func, name=spec.name) for spec in registry.values()],
+            functions=[arq_function(spec) for spec in registry.values()],
             queue_name=keys.ready(settings.prefix, cid),
             redis_pool=redis,
             handle_signals=False,
@@ -66,12 +76,10 @@ class Consumer(Worker):
         self.redis = redis
         self.prefix = settings.prefix
         self.scripts = Scripts(redis)
-        self.jobs: dict[str, JobSpec] = registry
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.aborted: set[str] = set()
         self.stopping = asyncio.Event()
         self.draining = False
-        self.threads = ThreadPoolExecutor(settings.consumer_concurrency, f"job-{cid}")
         self.info = _dumps(
             {
                 "host": socket.gethostname(),
@@ -168,8 +176,8 @@ class Consumer(Worker):
         started = time.monotonic()
         outcome, payload, tb, delay = "completed", "null", "", 0.0
         try:
-            spec = self.jobs.get(name)
-            if spec is None:
+            function = self.functions.get(name)
+            if function is None:
                 raise JobInputError(f"no job named {name!r} in this consumer")
             data = json.loads(data_raw) if data_raw else None
             ctx = JobContext(
@@ -184,7 +192,7 @@ class Consumer(Worker):
                 asyncio.get_running_loop(),
             )
             log.debug("job started", extra=extra)
-            result = await asyncio.wait_for(self._call(spec, ctx, data), float(timeout or 300))
+            result = await asyncio.wait_for(function.coroutine(ctx, data), float(timeout or 300))
             payload = _dumps(result)
             self.jobs_complete += 1
         except asyncio.CancelledError:
@@ -204,12 +212,6 @@ class Consumer(Worker):
             )
         metrics.observe_job(self.pool_name, name, outcome, time.monotonic() - started)
         await self._finish(job_id, outcome, payload, tb, delay, extra)
-
-    async def _call(self, spec: JobSpec, ctx: JobContext, data: Any) -> Any:
-        if spec.is_async:
-            return await spec.func(ctx, data)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.threads, spec.func, ctx, data)
 
     def _failure(
         self,
@@ -376,7 +378,6 @@ class Consumer(Worker):
                     self.cid,
                 ],
             )
-        self.threads.shutdown(wait=False, cancel_futures=True)
         log.info(
             "consumer %s stopped: %d completed, %d retried, %d failed",
             self.cid,

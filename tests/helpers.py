@@ -29,7 +29,9 @@ def free_port() -> int:
         return port
 
 
-def wait_for(check: Callable[[], T], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> T:
+def wait_for(
+    check: Callable[[], T], timeout: float = 20.0, interval: float = 0.05, what: str = ""
+) -> T:
     """Poll `check` until it returns a truthy value; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
@@ -38,7 +40,7 @@ def wait_for(check: Callable[[], T], timeout: float = 20.0, interval: float = 0.
             value = check()
             if value:
                 return value
-        except Exception as exc:  # noqa: BLE001 - the condition may raise until it holds
+        except Exception as exc:
             last = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: {last}")
@@ -135,7 +137,7 @@ class Service:
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
 
     def start(self, ready: bool = True) -> Service:
-        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "supervisor"],
             cwd=ROOT,
@@ -191,7 +193,10 @@ class Service:
 
     def wait_status(self, job_id: str, status: str, timeout: float = 30) -> dict[str, Any]:
         return wait_for(
-            lambda: (j := self.job(job_id))["status"] == status and j, timeout, 0.05, f"{job_id} {status}"
+            lambda: (j := self.job(job_id))["status"] == status and j,
+            timeout,
+            0.05,
+            f"{job_id} {status}",
         )
 
     def tail(self, lines: int = 40) -> str:

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import ROOT, alive, children, running, wait_for
 
 
@@ -21,7 +20,14 @@ def test_help_explains_options_and_environment() -> None:
         text=True,
         check=True,
     ).stdout
-    for name in ("REDIS_URL", "WEB_CONCURRENCY", "CONSUMERS", "GRACEFUL_TIMEOUT", "DATA_DIR", "API_KEY"):
+    for name in (
+        "REDIS_URL",
+        "WEB_CONCURRENCY",
+        "CONSUMERS",
+        "GRACEFUL_TIMEOUT",
+        "DATA_DIR",
+        "API_KEY",
+    ):
         assert name in out
 
 
