@@ -97,8 +97,11 @@ def _safe_path(root: Path, relative: str) -> Path:
 
 
 @job("fileProcessing")
-async def file_processing(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
-    """Digest, size and line count of `content`, or of `path` inside the files directory."""
+def file_processing(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
+    """Digest, size and line count of `content`, or of `path` inside the files directory.
+
+    A plain function: it reads files, so it runs in a thread.
+    """
     if "content" in data:
         content = data["content"]
         if not isinstance(content, str):

@@ -176,7 +176,7 @@ class Consumer(Worker):
         started = time.monotonic()
         outcome, payload, tb, delay = "completed", "null", "", 0.0
         try:
-            function = self.functions.get(name)
+            function: Any = self.functions.get(name)
             if function is None:
                 raise JobInputError(f"no job named {name!r} in this consumer")
             data = json.loads(data_raw) if data_raw else None

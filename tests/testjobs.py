@@ -55,7 +55,7 @@ async def crash_process(ctx: JobContext, data: dict[str, Any]) -> None:
 
 
 @job
-async def fails_first_run(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
+def fails_first_run(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
     """Fails while the marker file does not exist yet, creating it."""
     marker = str(data["marker"])
     if not os.path.exists(marker):
