@@ -48,7 +48,7 @@ def arq_function(spec: JobSpec) -> Any:
     if spec.is_async:
         return func(spec.func, name=spec.name)
 
-    async def in_thread(ctx: JobContext, data: Any) -> Any:
+    async def in_thread(ctx: Any, data: Any) -> Any:
         return await asyncio.to_thread(spec.func, ctx, data)
 
     return func(in_thread, name=spec.name)
