@@ -77,6 +77,9 @@ class Consumer(Worker):
         self.prefix = settings.prefix
         self.scripts = Scripts(redis)
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        # jobs whose code has not ended yet: the slots in use (a task recording its outcome
+        # no longer holds one)
+        self.holding: set[str] = set()
         self.aborted: set[str] = set()
         self.stopping = asyncio.Event()
         self.draining = False
@@ -127,7 +130,7 @@ class Consumer(Worker):
                 self.last_loop = time.monotonic()
                 wait = IDLE_WAIT
                 try:
-                    free = self.max_jobs - len(self.tasks)
+                    free = self.max_jobs - len(self.holding)
                     if free > 0:
                         claimed, next_due = await self.scripts.claim(
                             keys=[self.k_ready, self.k_active, self.k_delayed],
@@ -154,7 +157,12 @@ class Consumer(Worker):
         job_id = row[0]
         task = asyncio.create_task(self.run_job(job_id, row))
         self.tasks[job_id] = task
-        task.add_done_callback(lambda _t: self.tasks.pop(job_id, None))
+        self.holding.add(job_id)
+        task.add_done_callback(lambda _t: self._done(job_id))
+
+    def _done(self, job_id: str) -> None:
+        self.tasks.pop(job_id, None)
+        self.holding.discard(job_id)
 
     def _abort(self, job_id: str) -> None:
         task = self.tasks.get(job_id)
@@ -262,7 +270,9 @@ class Consumer(Worker):
     ) -> None:
         """Record the outcome; keep trying while Redis is away (the lease covers the job meanwhile)."""
         deadline = time.monotonic() + FINISH_RETRY_SECONDS
-        full = len(self.tasks) >= self.max_jobs and not self.draining
+        # a full consumer waits on its wake-up list: tell it a slot is free
+        full = len(self.holding) >= self.max_jobs and not self.draining
+        self.holding.discard(job_id)
         while True:
             try:
                 await self.scripts.finish(
