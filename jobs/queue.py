@@ -10,8 +10,8 @@ The HTTP routes call this; so can an application, without an HTTP hop:
 from __future__ import annotations
 
 import json
+import secrets
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from jobs import keys
+from jobs.batch import ScriptBatcher
 from jobs.connection import async_client
 from jobs.errors import Conflict, InvalidJob, NotFound, Unavailable
 from jobs.registry import registry
@@ -137,6 +138,7 @@ class Queue:
         self.settings = settings or get_settings()
         self.prefix = self.settings.prefix
         self.scripts = Scripts(redis)
+        self._enqueue = ScriptBatcher(redis, self.scripts.enqueue)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Queue:
@@ -187,54 +189,26 @@ class Queue:
         policy = parse_backoff(
             backoff if backoff is not None else spec.backoff, self.settings.default_backoff
         )
-        ident = job_id if job_id is not None else uuid.uuid4().hex
+        ident = job_id if job_id is not None else secrets.token_hex(16)
         if not ident or len(ident) > 128 or any(c in ident for c in "{}: \x00"):
             raise InvalidJob(
                 "options.jobId", "jobId must be 1-128 characters, no spaces, colons or braces"
             )
         created = now_ms()
-        payload = _dumps(data)
-        fields = (
-            "id",
-            ident,
-            "name",
-            name,
-            "pool",
-            pool,
-            "data",
-            payload,
-            "attempts",
-            0,
-            "maxAttempts",
-            tries,
-            "timeout",
-            limit,
-            "backoff",
-            _dumps({"type": policy.kind, "delay": policy.delay}),
-            "priority",
-            priority,
-            "score",
-            created - priority * PRIORITY_STEP,
-            "createdAt",
-            created,
-        )
+        score = created - priority * PRIORITY_STEP
+        backoff_json = _dumps({"type": policy.kind, "delay": policy.delay})
         try:
-            code, status, worker = await self.scripts.enqueue(
+            code, status, worker = await self._enqueue(
                 keys=[
                     keys.job(self.prefix, ident),
                     keys.workers(self.prefix, pool),
                     keys.delayed(self.prefix, pool),
                 ],
                 args=[
-                    self.prefix,
-                    ident,
-                    created,
-                    int(delay * 1000),
-                    created - priority * PRIORITY_STEP,
-                    self.settings.backlog_limit,
-                    *fields,
+                    self.prefix, ident, created, int(delay * 1000), score, self.settings.backlog_limit,
+                    name, pool, _dumps(data), tries, limit, backoff_json, priority,
                 ],
-            )
+            )  # fmt: skip
         except RedisError as exc:
             raise Unavailable(f"the queue store is unavailable: {type(exc).__name__}") from exc
         if code == -1:

@@ -1,7 +1,8 @@
 -- Pick the least-loaded live consumer of the pool and write the job to it, in one step.
 -- KEYS[1] job hash, KEYS[2] workers:<pool>, KEYS[3] delayed:<pool>
 -- ARGV[1] prefix, ARGV[2] id, ARGV[3] now ms, ARGV[4] delay ms, ARGV[5] ready score,
--- ARGV[6] backlog limit, ARGV[7..] job fields as field, value pairs
+-- ARGV[6] backlog limit, ARGV[7] name, ARGV[8] pool, ARGV[9] data (JSON), ARGV[10] max attempts,
+-- ARGV[11] timeout s, ARGV[12] backoff (JSON), ARGV[13] priority
 -- Returns {code, status, worker}: 1 created, 0 duplicate, -1 no live consumer, -2 backlog full.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local r = redis.call('HMGET', KEYS[1], 'status', 'worker')
@@ -18,8 +19,9 @@ for _, cid in ipairs(live) do
   if best_load == nil or load < best_load then best, best_load = cid, load end
 end
 if waiting + redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[6]) then return {-2, '', ''} end
-local fields = {}
-for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+local fields = {'id', id, 'name', ARGV[7], 'pool', ARGV[8], 'data', ARGV[9], 'attempts', 0,
+  'maxAttempts', ARGV[10], 'timeout', ARGV[11], 'backoff', ARGV[12], 'priority', ARGV[13],
+  'score', ARGV[5], 'createdAt', now}
 if delay > 0 then
   redis.call('HSET', KEYS[1], 'status', 'delayed', unpack(fields))
   redis.call('ZADD', KEYS[3], now + delay, id)

@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-
 from helpers import Service, running, wait_for
 
 
@@ -24,7 +23,9 @@ def test_balance_32_jobs_on_2_consumers_of_8(data_dir: Path) -> None:
 
         def enqueue(_: int) -> str:
             with httpx.Client(base_url=str(svc.http.base_url), timeout=10) as client:
-                r = client.post("/enqueue-task", json={"jobName": "sleeper", "data": {"seconds": 2}})
+                r = client.post(
+                    "/enqueue-task", json={"jobName": "sleeper", "data": {"seconds": 2}}
+                )
                 assert r.status_code == 202, r.text
                 job_id: str = r.json()["jobId"]
                 return job_id
@@ -49,22 +50,36 @@ def test_higher_priority_runs_first_among_waiting_jobs(data_dir: Path) -> None:
         svc.wait_status(blocker, "active")
         low = [svc.enqueue("sleeper", {"seconds": 0}, priority=0) for _ in range(3)]
         high = svc.enqueue("sleeper", {"seconds": 0}, priority=10)
-        started = {j: svc.wait_status(j, "completed", 15)["result"]["started"] for j in [*low, high]}
+        started = {
+            j: svc.wait_status(j, "completed", 15)["result"]["started"] for j in [*low, high]
+        }
         assert started[high] < min(started[j] for j in low)
-        assert [started[j] for j in low] == sorted(started[j] for j in low)  # FIFO within a priority
+        assert [started[j] for j in low] == sorted(
+            started[j] for j in low
+        )  # FIFO within a priority
 
 
 def test_pool_without_live_consumer_is_503_and_unknown_pool_422(data_dir: Path) -> None:
     with running(data_dir, POOLS="worker1:0") as svc:
-        r = svc.http.post("/enqueue-task", json={"jobName": "noop", "options": {"queue": "worker1"}})
+        r = svc.http.post(
+            "/enqueue-task", json={"jobName": "noop", "options": {"queue": "worker1"}}
+        )
         assert r.status_code == 503
         assert "worker1" in r.json()["detail"] and int(r.headers["retry-after"]) >= 1
-        r = svc.http.post("/enqueue-task", json={"jobName": "noop", "options": {"queue": "elsewhere"}})
+        r = svc.http.post(
+            "/enqueue-task", json={"jobName": "noop", "options": {"queue": "elsewhere"}}
+        )
         assert r.status_code == 422 and "elsewhere" in r.json()["detail"]
 
 
 def test_backlog_limit_answers_503_with_retry_after(data_dir: Path) -> None:
-    env = {"CONSUMERS": 1, "CONSUMER_CONCURRENCY": 1, "POOLS": "", "BACKLOG_LIMIT": 3, "JOB_MODULES": "testjobs"}
+    env = {
+        "CONSUMERS": 1,
+        "CONSUMER_CONCURRENCY": 1,
+        "POOLS": "",
+        "BACKLOG_LIMIT": 3,
+        "JOB_MODULES": "testjobs",
+    }
     with running(data_dir, **env) as svc:
         blocker = svc.enqueue("sleeper", {"seconds": 3})
         svc.wait_status(blocker, "active")
@@ -74,7 +89,9 @@ def test_backlog_limit_answers_503_with_retry_after(data_dir: Path) -> None:
         assert r.status_code == 503 and "Retry-After" in r.headers
 
 
-def test_counts_return_to_the_truth_after_a_consumer_is_killed_with_jobs_in_hand(data_dir: Path) -> None:
+def test_counts_return_to_the_truth_after_a_consumer_is_killed_with_jobs_in_hand(
+    data_dir: Path,
+) -> None:
     with running(data_dir, CONSUMERS=2, POOLS="", JOB_MODULES="testjobs") as svc:
         wait_for(lambda: len(live_workers(svc)) == 2, 10)
         jobs = [svc.enqueue("sleeper", {"seconds": 2}) for _ in range(20)]
@@ -109,12 +126,18 @@ def test_sighup_reloads_workers_and_consumers_without_dropping_jobs(data_dir: Pa
         jobs = [svc.enqueue("sleeper", {"seconds": 1}) for _ in range(24)]
         svc.signal(signal.SIGHUP)
         wait_for(
-            lambda: not set(before["consumer"]) & set(svc.roles()["consumer"])
-            and len(svc.roles()["consumer"]) == len(before["consumer"]),
+            lambda: (
+                not set(before["consumer"]) & set(svc.roles()["consumer"])
+                and len(svc.roles()["consumer"]) == len(before["consumer"])
+            ),
             30,
             what="consumers replaced",
         )
-        wait_for(lambda: not set(before["http"]) & set(svc.roles()["http"]), 30, what="http workers replaced")
+        wait_for(
+            lambda: not set(before["http"]) & set(svc.roles()["http"]),
+            30,
+            what="http workers replaced",
+        )
         for job in jobs:
             svc.wait_status(job, "completed", 40)
         assert svc.roles()["server"] == before["server"]

@@ -24,9 +24,8 @@ def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     (files.parent / "secret.txt").write_text("secret\n")
     (files / "escape").symlink_to(files.parent / "secret.txt")
     service = Service(data, JOB_MODULES="testjobs", FILES_DIR=files, DLQ_MAX=5)
-    service.start()
     try:
-        yield service
+        yield service.start()
     finally:
         service.stop()
 

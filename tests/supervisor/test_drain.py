@@ -11,8 +11,8 @@ from helpers import Service, running, wait_for
 
 def test_sigterm_lets_running_jobs_finish_and_exits_0(data_dir: Path) -> None:
     svc = Service(data_dir, GRACEFUL_TIMEOUT=10)
-    svc.start()
     try:
+        svc.start()
         jobs = [svc.enqueue("videoProcessing", {"duration": 2}) for _ in range(6)]
         wait_for(
             lambda: all(svc.job(j)["status"] == "active" for j in jobs), 10, what="jobs running"
@@ -35,8 +35,8 @@ def test_jobs_still_running_at_the_deadline_go_back_and_complete_after_restart(
 ) -> None:
     env = {"GRACEFUL_TIMEOUT": 2, "CONSUMERS": 1, "CONSUMER_CONCURRENCY": 2}
     svc = Service(data_dir, **env)
-    svc.start()
     try:
+        svc.start()
         jobs = [svc.enqueue("videoProcessing", {"duration": 6}) for _ in range(4)]
         wait_for(
             lambda: sum(svc.job(j)["status"] == "active" for j in jobs) == 2, 10, what="2 running"

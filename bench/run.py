@@ -1,0 +1,345 @@
+"""Benchmark the service with the BullMQ peer's phases and topology; print one JSON object.
+
+    .venv/bin/python bench/run.py            # full run (~1 min)
+    .venv/bin/python bench/run.py --quick    # smoke test
+    .venv/bin/python bench/run.py --peer     # run ../shared/bench/bullmq first, print ratios
+
+Topology as the peer's: 2 HTTP workers, 2 consumers x 8, one Valkey on loopback with no
+persistence, wrk -t1 -c64, noop jobs. Every process started here is stopped by pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from helpers import Valkey, children, free_port, kill_tree, wait_for  # noqa: E402
+
+from jobs import keys  # noqa: E402
+from jobs.queue import Queue  # noqa: E402
+from jobs.settings import Settings  # noqa: E402
+
+PEER = ROOT.parent / "shared" / "bench" / "bullmq"
+NODE = "bench"
+PREFIX = "{mq}"
+
+
+def log(*parts: object) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}]", *parts, file=sys.stderr, flush=True)
+
+
+def rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            continue
+    return round(total / 1024, 1)
+
+
+class Run:
+    def __init__(self, quick: bool, tmp: Path) -> None:
+        self.quick = quick
+        self.tmp = tmp
+        self.wrk_s = 2 if quick else 10
+        self.warmup_s = 1 if quick else 2
+        self.drain_jobs = 2000 if quick else 20000
+        self.latency_s = 3 if quick else 10
+        self.valkey = Valkey(tmp / "valkey")
+        self.store = self.valkey.client()
+        self.port = free_port()
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.out = (tmp / "children.log").open("ab")
+
+    def env(self, consumers: int, **extra: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "REDIS_URL": self.valkey.url,
+            "PORT": str(self.port),
+            "WEB_CONCURRENCY": "2",
+            "CONSUMERS": str(consumers),
+            "CONSUMER_CONCURRENCY": "8",
+            "POOLS": "",
+            "NODE_NAME": NODE,
+            "DATA_DIR": str(self.tmp / "data"),
+            "JOB_MODULES": "benchjobs",
+            "LOG_LEVEL": "WARNING",
+            "PYTHONPATH": f"{HERE}:{ROOT}",
+            **extra,
+        }
+
+    def spawn(self, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.out, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def service(self, consumers: int) -> subprocess.Popen[bytes]:
+        proc = self.spawn([sys.executable, "-m", "supervisor"], self.env(consumers))
+        import httpx
+
+        def up() -> bool:
+            return httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200
+
+        wait_for(up, 30, 0.05, "the service")
+        if consumers:
+            wait_for(lambda: self.live() == consumers, 30, 0.05, "consumers")
+        return proc
+
+    def live(self) -> int:
+        return int(
+            self.store.zcount(keys.workers(PREFIX, "default"), int(time.time() * 1000), "+inf")
+        )
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        tree = [proc.pid, *children(proc.pid)]
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            pass
+        for pid in tree:
+            kill_tree(pid)
+
+    def fake_consumers(self) -> None:
+        """Register the two consumer ids as live without running them: enqueue-only phases."""
+        far = int(time.time() * 1000) + 3_600_000
+        self.store.zadd(
+            keys.workers(PREFIX, "default"), {f"{NODE}-default-1": far, f"{NODE}-default-2": far}
+        )
+
+    def wrk(self, seconds: int) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{self.port}/enqueue-task"
+        args = ["wrk", "-t1", "-c64", f"-d{seconds}s", "-s", str(HERE / "wrk" / "enqueue.lua"), url]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30)
+        line = next(x for x in done.stdout.splitlines() if x.startswith("WRKJSON "))
+        r = json.loads(line[8:])
+        secs = r["duration_us"] / 1e6
+        ok = r["requests"] - r["errors"]["status"]
+        return {
+            "requests": r["requests"],
+            "responses_2xx": ok,
+            "non_2xx": r["errors"]["status"],
+            "rps_2xx": round(ok / secs, 1),
+            "latency_ms": {k: round(v / 1000, 2) for k, v in r["latency_us"].items()},
+            "duration_s": round(secs, 3),
+        }
+
+    def counter(self, name: str) -> int:
+        return int(self.store.hget(keys.stats(PREFIX), name) or 0)
+
+    def waiting(self) -> int:
+        return sum(int(self.store.zcard(keys.ready(PREFIX, f"{NODE}-default-{i}"))) for i in (1, 2))
+
+    # phases
+
+    def enqueue(self) -> dict[str, Any]:
+        self.store.flushall()
+        self.fake_consumers()
+        proc = self.service(0)
+        try:
+            self.wrk(self.warmup_s)
+            self.store.flushall()
+            self.fake_consumers()
+            result = self.wrk(self.wrk_s)
+            time.sleep(1)
+            result["queue_waiting"] = self.waiting()
+            return result
+        finally:
+            self.stop(proc)
+
+    def drain(self) -> dict[str, Any]:
+        self.store.flushall()
+        self.fake_consumers()
+        settings = Settings.from_env(self.env(2))
+
+        async def fill() -> float:
+            queue = Queue.from_settings(settings)
+            from jobs import registry
+
+            registry.load(("benchjobs",))
+            start = time.monotonic()
+            for i in range(0, self.drain_jobs, 1000):
+                await asyncio.gather(
+                    *(
+                        queue.enqueue("noop", {"n": 1})
+                        for _ in range(min(1000, self.drain_jobs - i))
+                    )
+                )
+            elapsed = time.monotonic() - start
+            await queue.close()
+            return elapsed
+
+        bulk_s = asyncio.run(fill())
+        code = (
+            "import sys; from jobs import consumer, registry, settings;"
+            "s = settings.Settings.from_env(); registry.load(s.job_modules);"
+            "consumer.run(sys.argv[1], 'default', s)"
+        )
+        started = time.monotonic()
+        consumers = [
+            self.spawn([sys.executable, "-c", code, f"{NODE}-default-{i}"], self.env(2))
+            for i in (1, 2)
+        ]
+        try:
+            wait_for(lambda: self.counter("completed") >= self.drain_jobs, 300, 0.01, "the drain")
+            elapsed = time.monotonic() - started
+        finally:
+            for proc in consumers:
+                self.stop(proc)
+        return {
+            "jobs": self.drain_jobs,
+            "drain_jps": round(self.drain_jobs / elapsed, 1),
+            "seconds": round(elapsed, 3),
+            "enqueue_api_jps": round(self.drain_jobs / bulk_s, 1),
+            "waiting_after": self.waiting(),
+        }
+
+    def e2e(self) -> dict[str, Any]:
+        self.store.flushall()
+        proc = self.service(2)
+        try:
+            time.sleep(3)
+            tree = [proc.pid, *children(proc.pid)]
+            idle = rss_mb(tree)
+            self.wrk(self.warmup_s)
+            wait_for(lambda: self.waiting() == 0, 60, 0.05, "warm-up jobs consumed")
+            before = self.counter("completed")
+            t0 = time.monotonic()
+            result = self.wrk(self.wrk_s)
+            window = time.monotonic() - t0
+            completed = self.counter("completed") - before
+            result["completed_jps"] = round(completed / window, 1)
+            result["backlog_waiting"] = self.waiting()
+            result["idle_rss_mb"] = idle
+            wait_for(lambda: self.waiting() == 0, 120, 0.1, "the backlog")
+            latency = self.pickup(proc)
+            time.sleep(2)
+            result["rss_after_load_mb"] = rss_mb([proc.pid, *children(proc.pid)])
+            result["pickup"] = latency
+            return result
+        finally:
+            self.stop(proc)
+
+    def pickup(self, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+        """Open loop: 200 jobs/s for latency_s seconds, from a producer process using the API."""
+        code = f"""
+import asyncio, time, sys
+from jobs import registry
+from jobs.queue import Queue
+from jobs.settings import Settings
+registry.load(("benchjobs",))
+async def main():
+    q = Queue.from_settings(Settings.from_env())
+    n, rate = {200 * self.latency_s}, 200
+    t0 = time.monotonic() + 0.2
+    tasks = []
+    for i in range(n):
+        delay = t0 + i / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(q.enqueue("pickup", {{"t": time.time()}})))
+    await asyncio.gather(*tasks)
+asyncio.run(main())
+"""
+        self.store.delete("bench:pickup")
+        producer = self.spawn([sys.executable, "-c", code], self.env(2))
+        producer.wait(self.latency_s + 60)
+        n = 200 * self.latency_s
+        wait_for(lambda: self.store.llen("bench:pickup") >= n, 60, 0.05, "pickup samples")
+        samples = sorted(float(x) * 1000 for x in self.store.lrange("bench:pickup", 0, -1))
+
+        def pct(p: float) -> float:
+            return round(
+                samples[min(len(samples) - 1, max(0, int(p / 100 * len(samples) + 0.5) - 1))], 2
+            )
+
+        return {
+            "samples": len(samples),
+            "p50_ms": pct(50),
+            "p99_ms": pct(99),
+            "max_ms": round(samples[-1], 2),
+        }
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                kill_tree(proc.pid)
+        self.store.close()
+        self.valkey.stop()
+
+
+def measure(quick: bool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="mq-bench-") as tmp:
+        run = Run(quick, Path(tmp))
+        try:
+            log("phase 1: enqueue (no consumers running)")
+            enqueue = run.enqueue()
+            log("phase 2: drain")
+            drain = run.drain()
+            log("phase 3: e2e, idle memory, pickup latency")
+            e2e = run.e2e()
+        finally:
+            run.close()
+    return {
+        "enqueue_rps": enqueue["rps_2xx"],
+        "drain_jps": drain["drain_jps"],
+        "e2e_accepted_rps": e2e["rps_2xx"],
+        "e2e_completed_jps": e2e["completed_jps"],
+        "pickup_p50_ms": e2e["pickup"]["p50_ms"],
+        "pickup_p99_ms": e2e["pickup"]["p99_ms"],
+        "idle_rss_mb": e2e["idle_rss_mb"],
+        "detail": {"enqueue": enqueue, "drain": drain, "e2e": e2e},
+        "host": {"loadavg_start": os.getloadavg(), "cpus": os.cpu_count()},
+        "mode": "quick" if quick else "full",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="short smoke run")
+    parser.add_argument(
+        "--peer", action="store_true", help="run the BullMQ peer first and print ratios"
+    )
+    args = parser.parse_args()
+    out: dict[str, Any] = {}
+    if args.peer:
+        log("running the BullMQ peer")
+        cmd = [str(PEER / "run.sh"), *(["--quick"] if args.quick else [])]
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        peer = json.loads(
+            subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
+        )
+        out["bullmq"] = {k: peer.get(k) for k in (
+            "enqueue_rps", "drain_jps", "e2e_accepted_rps", "e2e_completed_jps",
+            "pickup_p50_ms", "pickup_p99_ms", "idle_rss_mb")}  # fmt: skip
+    ours = measure(args.quick)
+    out["ours"] = ours
+    if args.peer:
+        out["ratio"] = {
+            k: round(ours[k] / out["bullmq"][k], 2) if out["bullmq"].get(k) else None
+            for k in out["bullmq"]
+        }
+    print(json.dumps(out, indent=2))
+    (HERE / f"results{'-quick' if args.quick else ''}.json").write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+-- POST /enqueue-task with a fixed body (the same load as the BullMQ peer's harness);
+-- prints one WRKJSON line with the totals. No response() callback: it would slow wrk.
+wrk.method = "POST"
+wrk.body = '{"jobName":"noop","data":{"n":1}}'
+wrk.headers["Content-Type"] = "application/json"
+
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests":%d,"duration_us":%d,"errors":{"connect":%d,"read":%d,"write":%d,' ..
+    '"status":%d,"timeout":%d},"latency_us":{"p50":%d,"p99":%d,"max":%d}}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99), latency.max))
+end
