@@ -43,6 +43,16 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def decode_data(raw: str | None) -> Any:
+    """A job's stored data: JSON only. Anything else (a planted pickle) is refused for good."""
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise JobInputError("job data is not JSON; refusing to run it") from None
+
+
 def arq_function(spec: JobSpec) -> Any:
     """arq's registry entry for a job; a plain `def` runs in a thread."""
     if spec.is_async:
@@ -124,7 +134,9 @@ class Consumer(Worker):
     async def main(self) -> None:
         """Claim what there is room for, then wait on the wake-up list."""
         # BLPOP holds its connection: it gets a client of its own
-        blocking = async_client(self.settings, socket_timeout=None)
+        # a connection that hangs (a failover) must not hang the loop: BLPOP waits at most
+        # IDLE_WAIT, so a read that takes far longer means the connection is dead
+        blocking = async_client(self.settings, socket_timeout=IDLE_WAIT + 5)
         try:
             while True:
                 self.last_loop = time.monotonic()
@@ -187,7 +199,7 @@ class Consumer(Worker):
             function: Any = self.functions.get(name)
             if function is None:
                 raise JobInputError(f"no job named {name!r} in this consumer")
-            data = json.loads(data_raw) if data_raw else None
+            data = decode_data(data_raw)
             ctx = JobContext(
                 job_id,
                 name,

@@ -14,6 +14,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache, cached_property
 from typing import Any
 
 from redis.asyncio import Redis
@@ -54,7 +55,7 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Enqueued:
     """What an enqueue did: the job's id, where it went and whether it already existed."""
 
@@ -72,6 +73,10 @@ class Backoff:
     kind: str
     delay: float
 
+    @cached_property
+    def json(self) -> str:
+        return _dumps({"type": self.kind, "delay": self.delay})
+
     def seconds(self, attempt: int, cap: float) -> float:
         """Delay before the try after `attempt` failed tries."""
         if self.kind == "fixed":
@@ -79,9 +84,14 @@ class Backoff:
         return float(min(self.delay * 2 ** max(attempt - 1, 0), cap))
 
 
+@cache
+def _default_backoff(delay: float) -> Backoff:
+    return Backoff("exponential", delay)
+
+
 def parse_backoff(raw: Any, default: float) -> Backoff:
     if raw is None:
-        return Backoff("exponential", default)
+        return _default_backoff(default)
     if not isinstance(raw, dict):
         raise InvalidJob("options.backoff", "options.backoff must be an object")
     kind = raw.get("type", "exponential")
@@ -196,7 +206,6 @@ class Queue:
             )
         created = now_ms()
         score = created - priority * PRIORITY_STEP
-        backoff_json = _dumps({"type": policy.kind, "delay": policy.delay})
         try:
             code, status, worker = await self._enqueue(
                 keys=[
@@ -206,7 +215,7 @@ class Queue:
                 ],
                 args=[
                     self.prefix, ident, created, int(delay * 1000), score, self.settings.backlog_limit,
-                    name, pool, _dumps(data), tries, limit, backoff_json, priority,
+                    name, pool, _dumps(data), tries, limit, policy.json, priority,
                 ],
             )  # fmt: skip
         except RedisError as exc:

@@ -6,6 +6,8 @@ checks.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 
 Schema = dict[str, Any]
@@ -111,6 +113,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "integer": (int,),
 }
 
+Check = Callable[[Any, str], None]
+
 
 class Invalid(ValueError):
     """Input that does not match its schema; `field` names where."""
@@ -145,43 +149,106 @@ def _depth(value: Any, limit: int = MAX_DEPTH) -> int:
     return depth
 
 
-def validate(value: Any, schema: Schema, path: str = "") -> None:
-    """Raise Invalid at the first place where `value` breaks `schema` (a JSON Schema subset)."""
-    import re
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
 
-    where = path or "body"
+
+def compile_schema(schema: Schema) -> Check:
+    """Turn a schema (the JSON Schema subset used here) into one function that checks it.
+
+    The checks run on every request, so the schema is read once, here, not per request.
+    """
+    checks: list[Check] = []
     kinds = schema.get("type")
     if kinds is not None:
         options = kinds if isinstance(kinds, list) else [kinds]
-        if not any(_is(value, k) for k in options):
-            raise Invalid(where, f"{where} must be of type {' or '.join(options)}")
-    if "enum" in schema and value not in schema["enum"]:
-        raise Invalid(where, f"{where} must be one of {', '.join(map(str, schema['enum']))}")
-    if isinstance(value, str):
-        if len(value) < schema.get("minLength", 0):
-            raise Invalid(where, f"{where} must not be empty")
-        if "maxLength" in schema and len(value) > schema["maxLength"]:
-            raise Invalid(where, f"{where} must be at most {schema['maxLength']} characters")
-        if "pattern" in schema and not re.search(schema["pattern"], value):
-            raise Invalid(where, f"{where} has characters that are not allowed")
-    if _is(value, "number"):
-        if "minimum" in schema and value < schema["minimum"]:
-            raise Invalid(where, f"{where} must be at least {schema['minimum']}")
-        if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
-            raise Invalid(where, f"{where} must be greater than {schema['exclusiveMinimum']}")
-        if "maximum" in schema and value > schema["maximum"]:
-            raise Invalid(where, f"{where} must be at most {schema['maximum']}")
-    if isinstance(value, dict):
-        for name in schema.get("required", ()):
-            if name not in value:
-                field = f"{path}.{name}" if path else name
-                raise Invalid(field, f"{field} is required")
-        properties = schema.get("properties", {})
-        for name, item in value.items():
-            field = f"{path}.{name}" if path else name
-            if name in properties:
-                validate(item, properties[name], field)
-            elif schema.get("additionalProperties") is False:
-                raise Invalid(field, f"{field} is not a known field")
-    if not path and _depth(value) > MAX_DEPTH:
-        raise Invalid(where, f"{where} is nested deeper than {MAX_DEPTH} levels")
+        words = " or ".join(options)
+
+        def check_type(value: Any, where: str) -> None:
+            if not any(_is(value, k) for k in options):
+                raise Invalid(where, f"{where} must be of type {words}")
+
+        checks.append(check_type)
+    if "enum" in schema:
+        allowed = schema["enum"]
+        listing = ", ".join(map(str, allowed))
+
+        def check_enum(value: Any, where: str) -> None:
+            if value not in allowed:
+                raise Invalid(where, f"{where} must be one of {listing}")
+
+        checks.append(check_enum)
+    if {"minLength", "maxLength", "pattern"} & schema.keys():
+        low, high = schema.get("minLength", 0), schema.get("maxLength")
+        pattern = re.compile(schema["pattern"]) if "pattern" in schema else None
+
+        def check_string(value: Any, where: str) -> None:
+            if not isinstance(value, str):
+                return
+            if len(value) < low:
+                raise Invalid(where, f"{where} must not be empty")
+            if high is not None and len(value) > high:
+                raise Invalid(where, f"{where} must be at most {high} characters")
+            if pattern is not None and not pattern.search(value):
+                raise Invalid(where, f"{where} has characters that are not allowed")
+
+        checks.append(check_string)
+    if {"minimum", "exclusiveMinimum", "maximum"} & schema.keys():
+        minimum, above, maximum = (
+            schema.get(k) for k in ("minimum", "exclusiveMinimum", "maximum")
+        )
+
+        def check_number(value: Any, where: str) -> None:
+            if not _is(value, "number"):
+                return
+            if minimum is not None and value < minimum:
+                raise Invalid(where, f"{where} must be at least {minimum}")
+            if above is not None and value <= above:
+                raise Invalid(where, f"{where} must be greater than {above}")
+            if maximum is not None and value > maximum:
+                raise Invalid(where, f"{where} must be at most {maximum}")
+
+        checks.append(check_number)
+    if {"required", "properties"} & schema.keys() or schema.get("additionalProperties") is False:
+        required = tuple(schema.get("required", ()))
+        properties = {
+            name: compile_schema(sub) for name, sub in schema.get("properties", {}).items()
+        }
+        closed = schema.get("additionalProperties") is False
+
+        def check_object(value: Any, where: str) -> None:
+            if not isinstance(value, dict):
+                return
+            path = "" if where == "body" else where
+            for name in required:
+                if name not in value:
+                    field = _join(path, name)
+                    raise Invalid(field, f"{field} is required")
+            for name, item in value.items():
+                check = properties.get(name)
+                if check is not None:
+                    check(item, _join(path, name))
+                elif closed:
+                    field = _join(path, name)
+                    raise Invalid(field, f"{field} is not a known field")
+
+        checks.append(check_object)
+
+    def check_all(value: Any, where: str) -> None:
+        for check in checks:
+            check(value, where)
+
+    return check_all
+
+
+_compiled: dict[int, Check] = {}
+
+
+def validate(value: Any, schema: Schema) -> None:
+    """Raise Invalid at the first place where a request body breaks `schema`."""
+    check = _compiled.get(id(schema))
+    if check is None:
+        check = _compiled[id(schema)] = compile_schema(schema)
+    check(value, "body")
+    if _depth(value) > MAX_DEPTH:
+        raise Invalid("body", f"body is nested deeper than {MAX_DEPTH} levels")

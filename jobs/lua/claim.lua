@@ -14,17 +14,21 @@ if n > 0 then
       redis.call('ZADD', KEYS[1], score, id)
     end
   end
-  local popped = redis.call('ZPOPMIN', KEYS[1], n)
-  for i = 1, #popped, 2 do
-    local id = popped[i]
-    local key = job_key(id)
-    local status = redis.call('HGET', key, 'status')
-    if status and status ~= 'cancelled' then
-      redis.call('ZADD', KEYS[2], now + lease, id)
-      local attempts = redis.call('HINCRBY', key, 'attempts', 1)
-      redis.call('HSET', key, 'status', 'active', 'worker', cid, 'startedAt', now)
-      local f = redis.call('HMGET', key, 'name', 'data', 'maxAttempts', 'timeout', 'backoff')
-      out[#out + 1] = {id, f[1], f[2], attempts, f[3], f[4], f[5]}
+  -- cancelled jobs are dropped as they come up, and do not use a slot
+  while #out < n do
+    local popped = redis.call('ZPOPMIN', KEYS[1], n - #out)
+    if #popped == 0 then break end
+    for i = 1, #popped, 2 do
+      local id = popped[i]
+      local key = job_key(id)
+      local status = redis.call('HGET', key, 'status')
+      if status and status ~= 'cancelled' then
+        redis.call('ZADD', KEYS[2], now + lease, id)
+        local attempts = redis.call('HINCRBY', key, 'attempts', 1)
+        redis.call('HSET', key, 'status', 'active', 'worker', cid, 'startedAt', now)
+        local f = redis.call('HMGET', key, 'name', 'data', 'maxAttempts', 'timeout', 'backoff')
+        out[#out + 1] = {id, f[1], f[2], attempts, f[3], f[4], f[5]}
+      end
     end
   end
 end

@@ -11,15 +11,15 @@ end
 local id, now, delay = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local live = redis.call('ZRANGEBYSCORE', KEYS[2], now, '+inf')
 if #live == 0 then return {-1, '', ''} end
-local best, best_load, waiting = nil, nil, 0
+local best, best_load, best_queued, waiting = nil, nil, 0, 0
 for _, cid in ipairs(live) do
   local queued = redis.call('ZCARD', ready_key(cid))
   local load = queued + redis.call('ZCARD', active_key(cid))
   waiting = waiting + queued
-  if best_load == nil or load < best_load then best, best_load = cid, load end
+  if best_load == nil or load < best_load then best, best_load, best_queued = cid, load, queued end
 end
-if waiting + redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[6]) then return {-2, '', ''} end
-local fields = {'id', id, 'name', ARGV[7], 'pool', ARGV[8], 'data', ARGV[9], 'attempts', 0,
+if waiting >= tonumber(ARGV[6]) then return {-2, '', ''} end
+local fields = {'id', id, 'name', ARGV[7], 'pool', ARGV[8], 'data', ARGV[9],
   'maxAttempts', ARGV[10], 'timeout', ARGV[11], 'backoff', ARGV[12], 'priority', ARGV[13],
   'score', ARGV[5], 'createdAt', now}
 if delay > 0 then
@@ -30,5 +30,7 @@ if delay > 0 then
 end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', best, unpack(fields))
 redis.call('ZADD', ready_key(best), ARGV[5], id)
-wake(best)
+-- a consumer with jobs waiting already has a wake-up pending, or is full and will claim
+-- when a slot frees (finish wakes a full consumer)
+if best_queued == 0 then wake(best) end
 return {1, 'queued', best}
