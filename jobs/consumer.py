@@ -16,6 +16,7 @@ import signal
 import socket
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -27,6 +28,7 @@ from jobs import keys, metrics
 from jobs.connection import async_client
 from jobs.context import JobContext
 from jobs.errors import JobInputError
+from jobs.heartbeat import Heartbeat
 from jobs.queue import Backoff, now_ms
 from jobs.registry import JobSpec, registry
 from jobs.scripts import Scripts
@@ -67,7 +69,14 @@ def arq_function(spec: JobSpec) -> Any:
 class Consumer(Worker):
     """Runs the jobs of one consumer slot, `concurrency` at a time."""
 
-    def __init__(self, cid: str, pool: str, settings: Settings, redis: Redis) -> None:
+    def __init__(
+        self,
+        cid: str,
+        pool: str,
+        settings: Settings,
+        redis: Redis,
+        notify: Callable[[], None] = lambda: None,
+    ) -> None:
         super().__init__(
             functions=[arq_function(spec) for spec in registry.values()],
             queue_name=keys.ready(settings.prefix, cid),
@@ -106,7 +115,8 @@ class Consumer(Worker):
         self.k_delayed = keys.delayed(self.prefix, pool)
         self.k_workers = keys.workers(self.prefix, pool)
         self.k_wake = keys.wake(self.prefix, cid)
-        self.last_loop = time.monotonic()
+        self.heartbeat = Heartbeat(cid, pool, settings, self.info, lambda: tuple(self.tasks))
+        self.notify = notify
 
     # the main loop
 
@@ -118,17 +128,17 @@ class Consumer(Worker):
         loop.add_signal_handler(signal.SIGQUIT, self._quit)
         await self._until_redis()
         await self.redis.sadd(keys.pools(self.prefix), self.pool_name)
-        await self.beat()
+        await asyncio.to_thread(self.heartbeat.beat)
+        self.heartbeat.start()
         log.info(
             "consumer %s ready (pool %s, concurrency %d)", self.cid, self.pool_name, self.max_jobs
         )
-        beats = asyncio.create_task(self._heartbeats())
         self.main_task = asyncio.create_task(self.main())
         await self.stopping.wait()
         self.draining = True
-        beats.cancel()
         self.main_task.cancel()
-        await asyncio.gather(beats, self.main_task, return_exceptions=True)
+        await asyncio.gather(self.main_task, return_exceptions=True)
+        await asyncio.to_thread(self.heartbeat.stop)
         await self.drain()
 
     async def main(self) -> None:
@@ -139,7 +149,7 @@ class Consumer(Worker):
         blocking = async_client(self.settings, socket_timeout=IDLE_WAIT + 5)
         try:
             while True:
-                self.last_loop = time.monotonic()
+                self.notify()  # the supervisor judges this consumer by its loop's progress
                 wait = IDLE_WAIT
                 try:
                     free = self.max_jobs - len(self.holding)
@@ -318,50 +328,6 @@ class Consumer(Worker):
 
     # liveness
 
-    async def beat(self) -> None:
-        await self.scripts.heartbeat(
-            keys=[self.k_workers, keys.worker(self.prefix, self.cid), self.k_active],
-            args=[
-                self.prefix,
-                self.cid,
-                now_ms(),
-                int(self.settings.heartbeat_ttl * 1000),
-                self._lease_ms(),
-                self.info,
-                *self.tasks,
-            ],
-        )
-
-    async def sweep(self) -> int:
-        """Hand back the jobs of consumers of this pool that died, and of lapsed leases."""
-        moved: int = await self.scripts.recover(
-            keys=[self.k_workers, self.k_delayed],
-            args=[
-                self.prefix,
-                self.pool_name,
-                now_ms(),
-                self.settings.max_crashes,
-                self.settings.dlq_max,
-                "",
-            ],
-        )
-        if moved:
-            log.warning(
-                "took back %d jobs from dead consumers or lapsed leases in pool %s",
-                moved,
-                self.pool_name,
-            )
-        return moved
-
-    async def _heartbeats(self) -> None:
-        while True:
-            try:
-                await self.beat()
-                await self.sweep()
-            except RedisError as exc:
-                log.warning("heartbeat failed: %s", exc)
-            await asyncio.sleep(self.settings.heartbeat_interval)
-
     async def _until_redis(self) -> None:
         delay = 0.05
         while True:
@@ -383,7 +349,13 @@ class Consumer(Worker):
         grace = max(0.0, self.settings.graceful_timeout - 1.0)
         if running:
             log.info("draining %d running jobs (up to %g s)", len(running), grace)
-            _, pending = await asyncio.wait(running, timeout=grace)
+            deadline = time.monotonic() + grace
+            pending = set(running)
+            while pending and time.monotonic() < deadline:
+                self.notify()  # draining is progress
+                _, pending = await asyncio.wait(
+                    pending, timeout=min(1.0, deadline - time.monotonic())
+                )
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -409,13 +381,13 @@ class Consumer(Worker):
         )
 
 
-def run(cid: str, pool: str, settings: Settings) -> None:
+def run(cid: str, pool: str, settings: Settings, notify: Callable[[], None] = lambda: None) -> None:
     """Entry point of a consumer process (called in the forked child)."""
     import uvloop
 
     async def go() -> None:
         redis = async_client(settings)
-        consumer = Consumer(cid, pool, settings, redis)
+        consumer = Consumer(cid, pool, settings, redis, notify)
         try:
             await consumer.serve()
         finally:

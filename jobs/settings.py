@@ -83,6 +83,7 @@ class Settings:
     keep_result_seconds: int = 86_400
     dlq_max: int = 10_000
     max_crashes: int = 3
+    consumer_timeout: float = 30.0
     files_dir: Path | None = None
     default_attempts: int = 4
     default_backoff: float = 2.0
@@ -129,6 +130,7 @@ class Settings:
             keep_result_seconds=_int(env, "KEEP_RESULT_SECONDS", 86_400, minimum=1),
             dlq_max=_int(env, "DLQ_MAX", 10_000, minimum=1),
             max_crashes=_int(env, "MAX_CRASHES", 3, minimum=1),
+            consumer_timeout=_float(env, "CONSUMER_TIMEOUT", 30.0),
             files_dir=Path(files_dir).resolve() if files_dir else data_dir / "files",
             default_attempts=_int(env, "DEFAULT_ATTEMPTS", 4, minimum=1),
             default_backoff=_float(env, "DEFAULT_BACKOFF", 2.0),

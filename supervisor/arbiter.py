@@ -19,6 +19,7 @@ from typing import Any
 import setproctitle
 from gunicorn import util
 from gunicorn.arbiter import Arbiter
+from gunicorn.workers.workertmp import WorkerTmp
 from prometheus_client import multiprocess
 from redis.exceptions import RedisError
 
@@ -29,6 +30,7 @@ from jobs.scripts import Scripts
 from jobs.settings import Settings, set_settings
 from supervisor import embedded
 from supervisor.children import Child, clean_exit, describe
+from supervisor.node import NodeClaim, NodeTaken
 
 log = logging.getLogger("supervisor")
 
@@ -70,18 +72,40 @@ class Master(Arbiter):  # type: ignore[misc]
         self.http_not_before = 0.0
         self.redis: Any = None
         self.scripts: Any = None
+        self.node = NodeClaim(settings)
         super().__init__(app)
 
     # start-up
 
     def start(self) -> None:
         if self.server is not None:
+            self.refuse_if_data_dir_in_use()
             self.spawn_server()
             self.wait_for_server()
         set_settings(self.settings)
         self.redis = sync_client(self.settings, socket_timeout=5)
         self.scripts = Scripts(self.redis)
+        try:
+            self.node.claim(self.redis)
+        except NodeTaken as exc:
+            log.error("%s", exc)
+            self.stop_server()
+            sys.exit(1)
         super().start()
+
+    def refuse_if_data_dir_in_use(self) -> None:
+        client = sync_client(self.settings, socket_timeout=1, retry=None)
+        try:
+            client.ping()
+        except RedisError:
+            return
+        finally:
+            client.close()
+        log.error(
+            "DATA_DIR %s is in use by another running server; refusing to start",
+            self.settings.data_dir,
+        )
+        sys.exit(1)
 
     def spawn_server(self) -> None:
         assert self.server is not None
@@ -135,12 +159,31 @@ class Master(Arbiter):  # type: ignore[misc]
         super().manage_workers()
         if self.stopping:
             return
+        self.node.renew(self.redis)
         if self.server is not None and self.server.due():
             self.spawn_server()
         for child in self.consumers:
             if child.due():
                 self.spawn_consumer(child)
+        self.murder_stalled_consumers()
         self.recover_pending()
+
+    def murder_stalled_consumers(self) -> None:
+        """A consumer whose loop stopped turning is stuck, whatever its pid says: replace it."""
+        limit = self.settings.consumer_timeout
+        if not limit:
+            return
+        for child in self.consumers:
+            if not child.pid or child.tmp is None:
+                continue
+            try:
+                stalled = time.monotonic() - child.tmp.last_update()
+            except (OSError, ValueError):
+                continue
+            if stalled > limit:
+                log.critical("consumer %s (pid %s) made no progress for %.0fs; killing it",
+                             child.name, child.pid, stalled)  # fmt: skip
+                child.signal(signal.SIGKILL)
 
     def spawn_workers(self) -> None:
         if time.monotonic() < self.http_not_before:
@@ -154,9 +197,13 @@ class Master(Arbiter):  # type: ignore[misc]
 
     def spawn_consumer(self, child: Child) -> None:
         pool = child.meta["pool"]
+        if child.tmp is not None:
+            child.tmp.close()
+        child.tmp = WorkerTmp(self.cfg)
         pid = os.fork()
         if pid:
             child.spawned(pid)
+            child.tmp.notify()
             log.info("consumer %s started (pid %s)", child.name, pid)
             return
         # the child: drop the master's signal handling and sockets, then run the consumer
@@ -171,7 +218,7 @@ class Master(Arbiter):  # type: ignore[misc]
             from jobs import consumer, registry
 
             registry.load(self.settings.job_modules)
-            consumer.run(child.name, pool, self.settings)
+            consumer.run(child.name, pool, self.settings, child.tmp.notify)
         except BaseException:
             log.exception("consumer %s failed", child.name)
             status = 1
@@ -281,6 +328,8 @@ class Master(Arbiter):  # type: ignore[misc]
         while any(c.pid for c in self.consumers):
             self.reap_children()
             time.sleep(0.02)
+        if self.redis is not None:
+            self.node.release(self.redis)
         self.stop_server()
 
     def stop_server(self) -> None:

@@ -6,6 +6,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 # a child that dies sooner than this after it started counts as failing at start-up
 QUICK_DEATH_SECONDS = 10.0
@@ -23,6 +24,8 @@ class Child:
     failures: int = 0
     not_before: float = 0.0
     meta: dict[str, str] = field(default_factory=dict)
+    # gunicorn's WorkerTmp: the child touches it as its loop turns, the master reads its age
+    tmp: Any = None
 
     def spawned(self, pid: int) -> None:
         self.pid = pid
