@@ -110,3 +110,13 @@ def sync_client(settings: Settings, **extra: Any) -> redis.Redis:
         sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs, **options)
         return sentinel.master_for(service, **conn, **options)
     return redis.Redis.from_url(url, **options)
+
+
+def eviction_warning(policy: str | None) -> str | None:
+    """What to tell the user when the server may evict keys, that is lose queued jobs."""
+    if policy in (None, "noeviction"):
+        return None
+    return (
+        f"the Redis server's maxmemory-policy is {policy}: under memory pressure it may evict "
+        "queued jobs; set it to noeviction"
+    )

@@ -18,11 +18,11 @@ from functools import cache, cached_property
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from jobs import keys
 from jobs.batch import ScriptBatcher
-from jobs.connection import async_client
+from jobs.connection import async_client, eviction_warning
 from jobs.errors import Conflict, InvalidJob, NotFound, Unavailable
 from jobs.registry import registry
 from jobs.scripts import Scripts
@@ -318,6 +318,15 @@ class Queue:
             "totalConcurrency": sum(int(w["concurrency"] or 0) for w in workers),
             "workers": workers,
         }
+
+    async def store_warnings(self) -> list[str]:
+        """Problems of the Redis server itself that put jobs at risk."""
+        try:
+            policy = (await self.redis.config_get("maxmemory-policy")).get("maxmemory-policy")
+        except ResponseError:  # CONFIG is often disabled on managed servers
+            return []
+        warning = eviction_warning(policy)
+        return [warning] if warning else []
 
     async def live_consumers(self) -> int:
         """How many consumers of any pool have a fresh heartbeat."""

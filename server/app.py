@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections.abc import AsyncIterator
@@ -19,9 +18,10 @@ from jobs import metrics, registry
 from jobs.queue import Enqueued, Queue
 from jobs.settings import Settings, get_settings
 from server import dashboard, openapi
-from server.auth import ApiKeyMiddleware
+from server.auth import ApiKeyMiddleware, login
+from server.body import read_json
 from server.errors import HANDLERS, ApiError
-from server.schemas import ENQUEUE, SEED_API_JOB, SEED_MESSAGE, SEED_WORKER, Schema, validate
+from server.schemas import ENQUEUE, SEED_API_JOB, SEED_MESSAGE, SEED_WORKER
 
 STARTED = time.monotonic()
 SEED_STATUS = {
@@ -38,32 +38,6 @@ SEED_STATUS = {
 def queue_of(request: Request) -> Queue:
     q: Queue = request.app.state.queue
     return q
-
-
-async def read_json(request: Request, schema: Schema, optional: bool = False) -> Any:
-    """The request body as JSON, bounded in size and checked against its schema."""
-    limit: int = request.app.state.settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise ApiError(413, f"request body is larger than {limit} bytes")
-    if declared is not None:
-        raw = await request.body()  # bounded by the check above
-    else:  # chunked: count as it arrives
-        size, chunks = 0, []
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(413, f"request body is larger than {limit} bytes")
-            chunks.append(chunk)
-        raw = b"".join(chunks)
-    if not raw.strip() and optional:
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise ApiError(400, "request body is not valid JSON", "invalid_json") from None
-    validate(body, schema)
-    return body
 
 
 def enqueued_body(job: Enqueued) -> dict[str, Any]:
@@ -169,7 +143,6 @@ async def health(request: Request) -> Response:
 async def ready(request: Request) -> Response:
     q = queue_of(request)
     try:
-        await q.redis.ping()
         live = await q.live_consumers()
     except Exception as exc:
         return JSONResponse(
@@ -282,6 +255,7 @@ ROUTES = [
     Route("/api/worker2", seed_worker("worker2"), methods=["POST"]),
     Route("/template", seed_template),
     Route("/admin", dashboard_page),
+    Route("/dashboard/login", login, methods=["POST"]),
 ]
 
 

@@ -24,7 +24,7 @@ from prometheus_client import multiprocess
 from redis.exceptions import RedisError
 
 from jobs import keys, logs
-from jobs.connection import sync_client
+from jobs.connection import eviction_warning, sync_client
 from jobs.queue import now_ms
 from jobs.scripts import Scripts
 from jobs.settings import Settings, set_settings
@@ -85,6 +85,7 @@ class Master(Arbiter):  # type: ignore[misc]
         set_settings(self.settings)
         self.redis = sync_client(self.settings, socket_timeout=5)
         self.scripts = Scripts(self.redis)
+        self.warn_about_store()
         try:
             self.node.claim(self.redis)
         except NodeTaken as exc:
@@ -92,6 +93,15 @@ class Master(Arbiter):  # type: ignore[misc]
             self.stop_server()
             sys.exit(1)
         super().start()
+
+    def warn_about_store(self) -> None:
+        try:
+            policy = self.redis.config_get("maxmemory-policy").get("maxmemory-policy")
+        except RedisError:
+            return
+        warning = eviction_warning(policy)
+        if warning:
+            log.warning("%s", warning)
 
     def refuse_if_data_dir_in_use(self) -> None:
         client = sync_client(self.settings, socket_timeout=1, retry=None)

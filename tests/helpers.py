@@ -168,9 +168,9 @@ class Service:
         """The master's children grouped by role: http, consumer, server."""
         out: dict[str, list[int]] = {"http": [], "consumer": [], "server": []}
         for pid, title in children(self.pid).items():
-            if "http worker" in title:
+            if title.startswith("supervisor: http worker"):
                 out["http"].append(pid)
-            elif "consumer" in title:
+            elif title.startswith("supervisor: consumer"):
                 out["consumer"].append(pid)
             elif "valkey-server" in title or "redis-server" in title:
                 out["server"].append(pid)
@@ -198,6 +198,28 @@ class Service:
             0.05,
             f"{job_id} {status}",
         )
+
+    def store(self) -> redis.Redis:
+        """A client of the service's Redis (the embedded one through its socket)."""
+        url = self.env.get("REDIS_URL") or f"unix://{self.data_dir / 'valkey.sock'}"
+        return redis.Redis.from_url(url, decode_responses=True)
+
+    def statuses(self, ids: list[str]) -> dict[str, str | None]:
+        """Each job's status, read straight from Redis (None: no such job)."""
+        with self.store() as client:
+            pipe = client.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hget("{mq}:job:" + job_id, "status")
+            return dict(zip(ids, pipe.execute(), strict=True))
+
+    def wait_all_completed(self, ids: list[str], timeout: float = 60) -> None:
+        def done() -> bool:
+            states = self.statuses(ids)
+            missing = [i for i, s in states.items() if s is None]
+            assert not missing, f"{len(missing)} accepted jobs are gone, e.g. {missing[:3]}"
+            return all(s == "completed" for s in states.values())
+
+        wait_for(done, timeout, 0.2, f"{len(ids)} jobs to complete")
 
     def tail(self, lines: int = 40) -> str:
         try:
@@ -238,3 +260,56 @@ def running(data_dir: Path, **env: Any) -> Iterator[Service]:
         yield service.start()
     finally:
         service.stop()
+
+
+class Load:
+    """Clients enqueueing in a loop from threads; remembers every job that got a 2xx."""
+
+    def __init__(
+        self, base_url: str, clients: int = 4, job: str = "noop", data: dict[str, Any] | None = None
+    ) -> None:
+        import threading
+
+        self.base_url = base_url
+        self.accepted: list[str] = []
+        self.failed = 0
+        self.statuses: dict[int, int] = {}
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.body = {"jobName": job, "data": data or {}}
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(clients)]
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.base_url, timeout=5) as client:
+            deadline = time.monotonic() + 120  # bounded even if never stopped
+            while not self.stopping.is_set() and time.monotonic() < deadline:
+                try:
+                    r = client.post("/enqueue-task", json=self.body)
+                except httpx.HTTPError:
+                    with self.lock:
+                        self.failed += 1
+                    time.sleep(0.01)
+                    continue
+                with self.lock:
+                    self.statuses[r.status_code] = self.statuses.get(r.status_code, 0) + 1
+                    if r.status_code in (200, 202):
+                        self.accepted.append(r.json()["jobId"])
+                if r.status_code >= 500:
+                    time.sleep(0.01)
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for t in self.threads:
+            t.join(10)
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.accepted)

@@ -63,3 +63,10 @@ def fails_first_run(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
             fh.write("seen")
         raise RuntimeError("first run fails")
     return {"attempt": ctx.attempt}
+
+
+@job
+async def block_loop(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
+    """CPU-bound work done wrong: blocks the consumer's event loop."""
+    time.sleep(float(data.get("seconds", 5)))  # noqa: ASYNC251 - blocking on purpose
+    return {"attempt": ctx.attempt}
