@@ -144,6 +144,7 @@ async def ready(request: Request) -> Response:
     q = queue_of(request)
     try:
         live = await q.live_consumers()
+        warnings = await q.store_warnings()
     except Exception as exc:
         return JSONResponse(
             {"status": "unavailable", "detail": f"redis: {type(exc).__name__}"}, status_code=503
@@ -152,7 +153,8 @@ async def ready(request: Request) -> Response:
         return JSONResponse(
             {"status": "unavailable", "detail": "no live consumer"}, status_code=503
         )
-    return JSONResponse({"status": "ready", "consumers": live})
+    # a store that may evict jobs still works: ready, with the reason to worry
+    return JSONResponse({"status": "ready", "consumers": live, "warnings": warnings})
 
 
 async def metrics_endpoint(request: Request) -> Response:
