@@ -18,6 +18,8 @@ from jobs.settings import Settings
 SENTINEL_SCHEMES = ("redis+sentinel", "sentinel")
 CLIENT_OPTIONS: dict[str, Any] = {
     "decode_responses": True,
+    # bytes that are not UTF-8 (planted, never ours) must not break reading a record
+    "encoding_errors": "replace",
     "socket_connect_timeout": 2,
     "health_check_interval": 30,
 }

@@ -48,7 +48,13 @@ def iso(ms: int | str | bytes | None) -> str | None:
 
 
 def _json(raw: str | None) -> Any:
-    return None if raw is None or raw == "" else json.loads(raw)
+    """A stored JSON value; anything else (never written by us) reads as null."""
+    if raw is None or raw == "":
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
 
 
 def _dumps(value: Any) -> str:

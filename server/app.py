@@ -17,13 +17,14 @@ from starlette.routing import Route
 from jobs import metrics, registry
 from jobs.queue import Enqueued, Queue
 from jobs.settings import Settings, get_settings
-from server import dashboard, openapi
+from server import dashboard, openapi, schemas
 from server.auth import ApiKeyMiddleware, login
 from server.body import read_json
 from server.errors import HANDLERS, ApiError
 from server.schemas import ENQUEUE, SEED_API_JOB, SEED_MESSAGE, SEED_WORKER
 
 STARTED = time.monotonic()
+MAX_OFFSET = 10_000_000
 SEED_STATUS = {
     "queued": "pending",
     "delayed": "pending",
@@ -98,6 +99,15 @@ async def cancel_job(request: Request) -> Response:
     return JSONResponse(await queue_of(request).cancel(request.path_params["job_id"]))
 
 
+async def job_resource(request: Request) -> Response:
+    # one route per path, so that a 405 lists every method the path has in Allow
+    return await (cancel_job if request.method == "DELETE" else get_job)(request)
+
+
+async def dlq_resource(request: Request) -> Response:
+    return await (dlq_delete if request.method == "DELETE" else dlq_get)(request)
+
+
 async def queue_stats(request: Request) -> Response:
     return JSONResponse(await queue_of(request).stats())
 
@@ -108,8 +118,8 @@ def _paging(request: Request) -> tuple[int, int]:
         offset = int(request.query_params.get("offset", "0"))
     except ValueError:
         raise ApiError(422, "limit and offset must be integers") from None
-    if not 1 <= limit <= 1000 or offset < 0:
-        raise ApiError(422, "limit must be 1-1000 and offset not negative")
+    if not 1 <= limit <= 1000 or not 0 <= offset <= MAX_OFFSET:
+        raise ApiError(422, f"limit must be 1-1000 and offset 0-{MAX_OFFSET}")
     return limit, offset
 
 
@@ -170,7 +180,7 @@ async def metrics_endpoint(request: Request) -> Response:
 
 
 async def openapi_json(request: Request) -> Response:
-    return JSONResponse(openapi.document())
+    return Response(openapi.document_bytes(), media_type="application/json")
 
 
 async def dashboard_page(request: Request) -> Response:
@@ -244,12 +254,10 @@ ROUTES = [
     Route("/openapi.json", openapi_json),
     Route("/dashboard", dashboard_page),
     Route("/jobs", seed_message, methods=["POST"]),
-    Route("/jobs/{job_id}", get_job, methods=["GET"]),
-    Route("/jobs/{job_id}", cancel_job, methods=["DELETE"]),
+    Route("/jobs/{job_id}", job_resource, methods=["GET", "DELETE"]),
     Route("/queue/stats", queue_stats),
     Route("/dlq", dlq_list),
-    Route("/dlq/{job_id}", dlq_get, methods=["GET"]),
-    Route("/dlq/{job_id}", dlq_delete, methods=["DELETE"]),
+    Route("/dlq/{job_id}", dlq_resource, methods=["GET", "DELETE"]),
     Route("/dlq/{job_id}/retry", dlq_retry, methods=["POST"]),
     Route("/api/jobs", seed_api_job, methods=["POST"]),
     Route("/api/jobs/{job_id}", seed_api_job_status),
@@ -264,7 +272,7 @@ ROUTES = [
 def create_app(settings: Settings | None = None) -> Starlette:
     """The ASGI app. Redis is connected lazily, so start-up never fails on an outage."""
     settings = settings or get_settings()
-    registry.load(settings.job_modules)
+    schemas.name_choices(list(registry.load(settings.job_modules)), list(settings.pools))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import cache
 from typing import Any
 
@@ -50,6 +51,10 @@ def _get(summary: str, schema: Schema | None = None, *errors: int) -> dict[str, 
 
 
 @cache
+def document_bytes() -> bytes:
+    return json.dumps(document(), separators=(",", ":")).encode()
+
+
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of the whole HTTP API."""
     enqueue_errors = _errors(400, 401, 413, 422, 503)
@@ -111,7 +116,11 @@ def document() -> dict[str, Any]:
                         "in": "query",
                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
                     },
-                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {
+                        "name": "offset",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 10_000_000},
+                    },
                 ],
             }
         },

@@ -60,15 +60,14 @@ SEED_API_JOB: Schema = {
 
 SEED_WORKER: Schema = {"type": "object"}
 
+STATUSES = ["queued", "delayed", "active", "completed", "failed", "dead", "cancelled"]
+
 JOB_RECORD: Schema = {
     "type": "object",
     "properties": {
         "id": {"type": "string"},
         "jobName": {"type": "string"},
-        "status": {
-            "type": "string",
-            "enum": ["queued", "delayed", "active", "completed", "failed", "dead", "cancelled"],
-        },
+        "status": {"type": "string", "enum": STATUSES},
         "data": {},
         "result": {},
         "error": {"type": ["string", "null"]},
@@ -90,7 +89,8 @@ ENQUEUED: Schema = {
         "jobName": {"type": "string"},
         "jobData": {},
         "assignedWorker": {"type": ["string", "null"]},
-        "status": {"type": "string", "enum": ["queued", "delayed"]},
+        # a new job is queued or delayed; a duplicate answers the existing job's status
+        "status": {"type": "string", "enum": STATUSES},
         "duplicate": {"type": "boolean"},
     },
 }
@@ -175,7 +175,8 @@ def compile_schema(schema: Schema) -> Check:
 
         def check_enum(value: Any, where: str) -> None:
             if value not in allowed:
-                raise Invalid(where, f"{where} must be one of {listing}")
+                given = repr(value)[:60]
+                raise Invalid(where, f"{where} {given} is not one of {listing}")
 
         checks.append(check_enum)
     if {"minLength", "maxLength", "pattern"} & schema.keys():
@@ -242,6 +243,15 @@ def compile_schema(schema: Schema) -> Check:
 
 
 _compiled: dict[int, Check] = {}
+
+
+def name_choices(jobs: list[str], pools: list[str]) -> None:
+    """Name the registered jobs and configured pools in the schemas, so that both the checks
+    and /openapi.json list them."""
+    ENQUEUE["properties"]["jobName"]["enum"] = sorted(jobs)
+    SEED_API_JOB["properties"]["type"]["enum"] = sorted(jobs)
+    OPTIONS["properties"]["queue"]["enum"] = sorted(pools)
+    _compiled.clear()
 
 
 def validate(value: Any, schema: Schema) -> None:

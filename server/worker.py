@@ -6,10 +6,11 @@ import setproctitle
 from uvicorn_worker import UvicornWorker
 
 from jobs.logs import set_role
+from server.protocol import BoundedHttpToolsProtocol
 
 
 class HttpWorker(UvicornWorker):  # type: ignore[misc]
-    CONFIG_KWARGS = {"loop": "uvloop", "http": "httptools", "lifespan": "on"}
+    CONFIG_KWARGS = {"loop": "uvloop", "http": BoundedHttpToolsProtocol, "lifespan": "on"}
 
     def init_process(self) -> None:
         set_role("http worker")

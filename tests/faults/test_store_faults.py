@@ -8,14 +8,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from helpers import Load, Service, Valkey, kill_tree, running, wait_for
 
 pytestmark = pytest.mark.slow
 
 
 def node(tmp: Path, name: str, server: Valkey, **env: object) -> Service:
-    return Service(tmp / name, REDIS_URL=server.url, NODE_NAME=name, POOLS="", JOB_MODULES="testjobs", **env)
+    return Service(
+        tmp / name, REDIS_URL=server.url, NODE_NAME=name, POOLS="", JOB_MODULES="testjobs", **env
+    )
 
 
 def test_a_vanished_host_has_its_jobs_taken_over_by_another_node(tmp_path: Path) -> None:
@@ -25,7 +26,9 @@ def test_a_vanished_host_has_its_jobs_taken_over_by_another_node(tmp_path: Path)
     try:
         a.start()
         b.start()
-        wait_for(lambda: len(a.http.get("/queue/stats").json()["workers"]) == 2, 10, what="both nodes")
+        wait_for(
+            lambda: len(a.http.get("/queue/stats").json()["workers"]) == 2, 10, what="both nodes"
+        )
         jobs = [a.enqueue("sleeper", {"seconds": 2}) for _ in range(8)]
         on_a = [j for j in jobs if a.job(j)["assignedWorker"] == "a-default-1"]
         assert on_a and len(on_a) < len(jobs)  # least-loaded spans both nodes
@@ -34,7 +37,9 @@ def test_a_vanished_host_has_its_jobs_taken_over_by_another_node(tmp_path: Path)
         kill_tree(a.pid)  # the whole host: master, workers, consumers
         results = {j: b.wait_status(j, "completed", 30)["result"] for j in jobs}
         taken = [results[j]["started"] - vanished for j in on_a]
-        print(f"host vanished: {len(on_a)} jobs taken over by node b after {min(taken):.2f}-{max(taken):.2f}s")
+        print(
+            f"host vanished: {len(on_a)} jobs taken over by node b after {min(taken):.2f}-{max(taken):.2f}s"
+        )
         assert all(results[j]["worker"] == "b-default-1" for j in on_a)
         assert max(taken) < 3 + 2 + 2  # heartbeat TTL, one sweep, and the two-second jobs ahead
         stats = b.http.get("/queue/stats").json()
@@ -99,7 +104,9 @@ def test_out_of_memory_answers_503_and_keeps_what_was_queued(tmp_path: Path) -> 
     with server.client() as c:
         c.config_set("maxmemory", 4 * 1024 * 1024)
         c.config_set("maxmemory-policy", "noeviction")
-    with running(tmp_path / "d", REDIS_URL=server.url, CONSUMERS=1, POOLS="", JOB_MODULES="testjobs") as svc:
+    with running(
+        tmp_path / "d", REDIS_URL=server.url, CONSUMERS=1, POOLS="", JOB_MODULES="testjobs"
+    ) as svc:
         blocker = svc.enqueue("sleeper", {"seconds": 30})
         accepted, refused = [], Counter[int]()
         payload = {"blob": "x" * 200_000}
