@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import cache
+from typing import Any
+
 from prometheus_client import Counter, Histogram
 
 JOBS_ENQUEUED = Counter("mq_jobs_enqueued_total", "Jobs accepted by enqueue", ["pool", "job"])
@@ -21,5 +24,10 @@ def observe_job(pool: str, job: str, outcome: str, seconds: float) -> None:
     JOB_SECONDS.labels(pool, job).observe(seconds)
 
 
+@cache
+def _enqueued(pool: str, job: str) -> Any:
+    return JOBS_ENQUEUED.labels(pool, job)
+
+
 def count_enqueue(pool: str, job: str) -> None:
-    JOBS_ENQUEUED.labels(pool, job).inc()
+    _enqueued(pool, job).inc()

@@ -205,11 +205,14 @@ class Queue:
         policy = parse_backoff(
             backoff if backoff is not None else spec.backoff, self.settings.default_backoff
         )
-        ident = job_id if job_id is not None else secrets.token_hex(16)
-        if not ident or len(ident) > 128 or any(c in ident for c in "{}: \x00"):
+        if job_id is None:
+            ident = secrets.token_hex(16)
+        elif not job_id or len(job_id) > 128 or any(c in job_id for c in "{}: \x00"):
             raise InvalidJob(
                 "options.jobId", "jobId must be 1-128 characters, no spaces, colons or braces"
             )
+        else:
+            ident = job_id
         created = now_ms()
         score = created - priority * PRIORITY_STEP
         try:

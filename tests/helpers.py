@@ -102,8 +102,13 @@ class Valkey:
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
         self.url = f"redis://127.0.0.1:{self.port}/0"
         client = redis.Redis.from_url(self.url)
-        wait_for(client.ping, 10, what="valkey to answer")
-        client.close()
+        try:
+            wait_for(client.ping, 10, what="valkey to answer")
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            client.close()
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url, decode_responses=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,14 +14,27 @@ from helpers import Load, Service, Valkey, kill_tree, running, wait_for
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[list[Valkey]]:
+    """A Valkey of the test's own (a list: a test that restarts it puts the new one in)."""
+    servers = [Valkey(tmp_path / "store")]
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
 def node(tmp: Path, name: str, server: Valkey, **env: object) -> Service:
     return Service(
         tmp / name, REDIS_URL=server.url, NODE_NAME=name, POOLS="", JOB_MODULES="testjobs", **env
     )
 
 
-def test_a_vanished_host_has_its_jobs_taken_over_by_another_node(tmp_path: Path) -> None:
-    server = Valkey(tmp_path / "store")
+def test_a_vanished_host_has_its_jobs_taken_over_by_another_node(
+    tmp_path: Path, store: list[Valkey]
+) -> None:
+    server = store[0]
     a = node(tmp_path, "a", server, CONSUMERS=1, HEARTBEAT_TTL=3)
     b = node(tmp_path, "b", server, CONSUMERS=1, HEARTBEAT_TTL=3)
     try:
@@ -47,11 +61,12 @@ def test_a_vanished_host_has_its_jobs_taken_over_by_another_node(tmp_path: Path)
     finally:
         a.stop()
         b.stop()
-        server.stop()
 
 
-def test_a_second_master_with_the_same_node_name_refuses_to_start(tmp_path: Path) -> None:
-    server = Valkey(tmp_path / "store")
+def test_a_second_master_with_the_same_node_name_refuses_to_start(
+    tmp_path: Path, store: list[Valkey]
+) -> None:
+    server = store[0]
     first = node(tmp_path, "same", server)
     second = node(tmp_path, "same", server)
     try:
@@ -69,12 +84,12 @@ def test_a_second_master_with_the_same_node_name_refuses_to_start(tmp_path: Path
     finally:
         first.stop()
         second.stop()
-        server.stop()
 
 
 def test_external_redis_restart_keeps_the_jobs_and_the_service_recovers(tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    server = Valkey(store, appendonly=True)
+    store = tmp_path / "aof-store"
+    servers = [Valkey(store, appendonly=True)]
+    server = servers[0]
     svc = node(tmp_path, "n", server, CONSUMERS=2)
     try:
         svc.start()
@@ -87,6 +102,7 @@ def test_external_redis_restart_keeps_the_jobs_and_the_service_recovers(tmp_path
             down = time.monotonic()
             wait_for(lambda: load.statuses.get(503, 0) > 0, 10, what="503s while it is down")
             server = Valkey(store, port=server.port, appendonly=True)
+            servers.append(server)
             svc.wait_ready(30)
             before = load.count()
             wait_for(lambda: load.count() > before + 100, 30, what="enqueues after the restart")
@@ -96,11 +112,14 @@ def test_external_redis_restart_keeps_the_jobs_and_the_service_recovers(tmp_path
         svc.wait_all_completed(safe, 60)
     finally:
         svc.stop()
-        server.stop()
+        for each in servers:
+            each.stop()
 
 
-def test_out_of_memory_answers_503_and_keeps_what_was_queued(tmp_path: Path) -> None:
-    server = Valkey(tmp_path / "store")
+def test_out_of_memory_answers_503_and_keeps_what_was_queued(
+    tmp_path: Path, store: list[Valkey]
+) -> None:
+    server = store[0]
     with server.client() as c:
         c.config_set("maxmemory", 4 * 1024 * 1024)
         c.config_set("maxmemory-policy", "noeviction")
@@ -120,15 +139,15 @@ def test_out_of_memory_answers_503_and_keeps_what_was_queued(tmp_path: Path) -> 
         assert refused[503] > 0 and set(refused) == {503}
         states = svc.statuses([blocker, *accepted])
         assert all(s is not None for s in states.values())
-    server.stop()
 
 
-def test_an_evicting_redis_is_reported_at_start_and_by_ready(tmp_path: Path) -> None:
-    server = Valkey(tmp_path / "store")
+def test_an_evicting_redis_is_reported_at_start_and_by_ready(
+    tmp_path: Path, store: list[Valkey]
+) -> None:
+    server = store[0]
     with server.client() as c:
         c.config_set("maxmemory-policy", "allkeys-lru")
     with running(tmp_path / "d", REDIS_URL=server.url) as svc:
         warnings = svc.http.get("/ready").json()["warnings"]
         assert warnings and "allkeys-lru" in warnings[0]
         assert "maxmemory-policy is allkeys-lru" in svc.log_path.read_text()
-    server.stop()
