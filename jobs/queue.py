@@ -207,9 +207,10 @@ class Queue:
         )
         if job_id is None:
             ident = secrets.token_hex(16)
-        elif not job_id or len(job_id) > 128 or any(c in job_id for c in "{}: \x00"):
+        elif not job_id or len(job_id) > 128 or any(c in "{}:\x7f" or c <= " " for c in job_id):
             raise InvalidJob(
-                "options.jobId", "jobId must be 1-128 characters, no spaces, colons or braces"
+                "options.jobId",
+                "jobId must be 1-128 characters, no spaces, control characters, colons or braces",
             )
         else:
             ident = job_id

@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -59,7 +60,9 @@ def accepted(job: Enqueued, body: dict[str, Any]) -> JSONResponse:
     if not job.duplicate:
         metrics.count_enqueue(job.pool, job.name)
     status = 200 if job.duplicate else 202
-    return JSONResponse(body, status_code=status, headers={"Location": f"/jobs/{job.id}"})
+    return JSONResponse(
+        body, status_code=status, headers={"Location": f"/jobs/{quote(job.id, safe='')}"}
+    )
 
 
 async def submit(

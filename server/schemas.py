@@ -24,7 +24,12 @@ BACKOFF: Schema = {
 OPTIONS: Schema = {
     "type": "object",
     "properties": {
-        "jobId": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[^{}:\\s]+$"},
+        "jobId": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 128,
+            "pattern": "^[^{}:\\u0000-\\u0020\\u007f]+$",
+        },
         "delay": {"type": "number", "minimum": 0, "maximum": 31536000},
         "attempts": {"type": "integer", "minimum": 1, "maximum": 1000},
         "backoff": BACKOFF,
