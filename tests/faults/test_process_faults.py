@@ -131,4 +131,5 @@ def test_a_consumer_whose_loop_is_stuck_is_replaced(data_dir: Path) -> None:
         )
         record = svc.wait_status(stuck, "dead", 20)
         assert "process died" in record["error"]
+        svc.wait_ready(20)
         svc.wait_status(svc.enqueue("noop"), "completed", 20)

@@ -88,12 +88,13 @@ def test_a_pickled_payload_planted_in_redis_is_dead_lettered_not_run(svc: Servic
 def test_api_key_guards_every_route_but_the_open_ones(data_dir: Path) -> None:
     with running(data_dir, API_KEY=KEY) as svc:
         for path in ("/", "/health", "/ready", "/metrics"):
-            assert svc.http.get(path).status_code == 200, path
+            r = svc.http.get(path)
+            assert r.status_code == 200, (path, r.text)
         for method, path in [("GET", "/queue/stats"), ("GET", "/jobs/x"), ("DELETE", "/jobs/x"),
                              ("POST", "/enqueue-task"), ("GET", "/dlq"), ("GET", "/openapi.json"),
                              ("POST", "/api/worker1"), ("GET", "/template"), ("POST", "/jobs")]:  # fmt: skip
             r = svc.http.request(method, path, json={"jobName": "noop"})
-            assert r.status_code == 401, (method, path)
+            assert r.status_code == 401, (method, path, r.text)
             assert r.json() == {"error": "unauthorized", "detail": "missing or wrong API key"}
             wrong = svc.http.request(method, path, headers={"Authorization": "Bearer nope"})
             assert wrong.status_code == 401
@@ -101,7 +102,7 @@ def test_api_key_guards_every_route_but_the_open_ones(data_dir: Path) -> None:
         r = svc.http.post(
             "/enqueue-task", json={"jobName": "noop", "data": {"secret": "hunter2"}}, headers=auth
         )
-        assert r.status_code == 202
+        assert r.status_code == 202, r.text
         wait_for(
             lambda: (
                 svc.http.get(f"/jobs/{r.json()['jobId']}", headers=auth).json()["status"]
@@ -122,7 +123,8 @@ def test_api_key_guards_every_route_but_the_open_ones(data_dir: Path) -> None:
             assert browser.get("/queue/stats").status_code == 200
 
         log = svc.log_path.read_text()
-        assert KEY not in log and "hunter2" not in log
+        assert KEY not in log, [line for line in log.splitlines() if KEY in line][:3]
+        assert "hunter2" not in log, [line for line in log.splitlines() if "hunter2" in line][:3]
 
 
 # last: the fuzzer leaves long jobs behind
