@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from jobs import keys, metrics
+from jobs.batch import ScriptBatcher
 from jobs.connection import async_client
 from jobs.context import JobContext
 from jobs.errors import JobInputError
@@ -95,6 +96,8 @@ class Consumer(Worker):
         self.redis = redis
         self.prefix = settings.prefix
         self.scripts = Scripts(redis)
+        # jobs ending together record their outcomes in one round trip
+        self.finish_script = ScriptBatcher(redis, self.scripts.finish)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         # jobs whose code has not ended yet: the slots in use (a task recording its outcome
         # no longer holds one)
@@ -297,7 +300,7 @@ class Consumer(Worker):
         self.holding.discard(job_id)
         while True:
             try:
-                await self.scripts.finish(
+                await self.finish_script(
                     keys=[
                         keys.job(self.prefix, job_id),
                         self.k_active,
