@@ -362,19 +362,7 @@ class Consumer(Worker):
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        # what is left in this consumer's own queue goes back to the pool
-        with contextlib.suppress(RedisError):
-            await self.scripts.recover(
-                keys=[self.k_workers, self.k_delayed],
-                args=[
-                    self.prefix,
-                    self.pool_name,
-                    now_ms(),
-                    self.settings.max_crashes,
-                    self.settings.dlq_max,
-                    self.cid,
-                ],
-            )
+        await asyncio.to_thread(self.heartbeat.release)
         log.info(
             "consumer %s stopped: %d completed, %d retried, %d failed",
             self.cid,

@@ -24,6 +24,17 @@ from jobs.settings import Settings
 log = logging.getLogger("jobs.heartbeat")
 
 
+def hand_back(scripts: Scripts, settings: Settings, pool: str, dead: str = "") -> int:
+    """Run recover.lua for a pool (sync client): give back the jobs of dead consumers, `dead`
+    among them, to the pool, and the running jobs whose lease lapsed. Returns how many."""
+    s = settings
+    moved: int = scripts.recover(
+        keys=[keys.workers(s.prefix, pool), keys.delayed(s.prefix, pool)],
+        args=[s.prefix, pool, now_ms(), s.max_crashes, s.dlq_max, dead],
+    )
+    return moved
+
+
 class Heartbeat(threading.Thread):
     def __init__(
         self,
@@ -43,7 +54,7 @@ class Heartbeat(threading.Thread):
         self.client = sync_client(settings, socket_timeout=max(2.0, settings.heartbeat_ttl / 2))
         self.scripts = Scripts(self.client)
         p = settings.prefix
-        self.k_workers, self.k_delayed = keys.workers(p, pool), keys.delayed(p, pool)
+        self.k_workers = keys.workers(p, pool)
         self.k_info, self.k_active = keys.worker(p, cid), keys.active(p, cid)
         self.failing_since = 0.0
 
@@ -58,11 +69,7 @@ class Heartbeat(threading.Thread):
 
     def sweep(self, dead: str = "") -> int:
         """Hand back the jobs of this pool's dead consumers (and `dead`), and of lapsed leases."""
-        s = self.settings
-        moved: int = self.scripts.recover(
-            keys=[self.k_workers, self.k_delayed],
-            args=[s.prefix, self.pool, now_ms(), s.max_crashes, s.dlq_max, dead],
-        )
+        moved = hand_back(self.scripts, self.settings, self.pool, dead)
         if moved:
             log.warning(
                 "took back %d jobs of dead consumers or lapsed leases in pool %s", moved, self.pool
@@ -86,4 +93,11 @@ class Heartbeat(threading.Thread):
         self.stopped.set()
         if self.is_alive():
             self.join(timeout=self.settings.heartbeat_interval + 5)
+
+    def release(self) -> None:
+        """The consumer is leaving: what is left in its own queue goes back to the pool."""
+        try:
+            self.sweep(dead=self.cid)
+        except RedisError as exc:
+            log.warning("could not hand back the queue of %s: %s", self.cid, exc)
         self.client.close()

@@ -23,9 +23,9 @@ from gunicorn.workers.workertmp import WorkerTmp
 from prometheus_client import multiprocess
 from redis.exceptions import RedisError
 
-from jobs import keys, logs
+from jobs import logs
 from jobs.connection import eviction_warning, sync_client
-from jobs.queue import now_ms
+from jobs.heartbeat import hand_back
 from jobs.scripts import Scripts
 from jobs.settings import Settings, set_settings
 from supervisor import embedded
@@ -283,20 +283,7 @@ class Master(Arbiter):  # type: ignore[misc]
         """Hand the jobs of consumers that died back to their pool, as soon as Redis answers."""
         for cid, pool in list(self.to_recover.items()):
             try:
-                moved = self.scripts.recover(
-                    keys=[
-                        keys.workers(self.settings.prefix, pool),
-                        keys.delayed(self.settings.prefix, pool),
-                    ],
-                    args=[
-                        self.settings.prefix,
-                        pool,
-                        now_ms(),
-                        self.settings.max_crashes,
-                        self.settings.dlq_max,
-                        cid,
-                    ],
-                )
+                moved = hand_back(self.scripts, self.settings, pool, cid)
             except RedisError as exc:
                 log.warning("cannot hand back the jobs of %s yet: %s", cid, exc)
                 return
