@@ -28,9 +28,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from helpers import Valkey, children, free_port, kill_tree, wait_for  # noqa: E402
 
-from jobs import keys  # noqa: E402
 from jobs.queue import Queue  # noqa: E402
 from jobs.settings import Settings  # noqa: E402
+from jobs.store import Keys  # noqa: E402
 
 PEER = ROOT.parent / "shared" / "bench" / "bullmq"
 NODE = "bench"
@@ -103,7 +103,7 @@ class Run:
 
     def live(self) -> int:
         return int(
-            self.store.zcount(keys.workers(PREFIX, "default"), int(time.time() * 1000), "+inf")
+            self.store.zcount(Keys(PREFIX).workers("default"), int(time.time() * 1000), "+inf")
         )
 
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
@@ -120,7 +120,7 @@ class Run:
         """Register the two consumer ids as live without running them: enqueue-only phases."""
         far = int(time.time() * 1000) + 3_600_000
         self.store.zadd(
-            keys.workers(PREFIX, "default"), {f"{NODE}-default-1": far, f"{NODE}-default-2": far}
+            Keys(PREFIX).workers("default"), {f"{NODE}-default-1": far, f"{NODE}-default-2": far}
         )
 
     def wrk(self, seconds: int) -> dict[str, Any]:
@@ -141,10 +141,10 @@ class Run:
         }
 
     def counter(self, name: str) -> int:
-        return int(self.store.hget(keys.stats(PREFIX), name) or 0)
+        return int(self.store.hget(Keys(PREFIX).stats, name) or 0)
 
     def waiting(self) -> int:
-        return sum(int(self.store.zcard(keys.ready(PREFIX, f"{NODE}-default-{i}"))) for i in (1, 2))
+        return sum(int(self.store.zcard(Keys(PREFIX).ready(f"{NODE}-default-{i}"))) for i in (1, 2))
 
     # phases
 

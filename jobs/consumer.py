@@ -1,13 +1,15 @@
-"""The consumer runtime: an arq Worker that claims from its own queue in one Lua call.
+"""The consumer runtime: an arq Worker that reads as claim, run, finish.
 
-Instead of arq's 0.5 s poll and WATCH/MULTI per job, a consumer blocks on its wake-up list
-(pushed by the enqueue script) and claims up to its free slots at once. Running jobs hold
-short leases that the heartbeat renews; the supervisor hands a dead consumer's jobs back.
+A consumer blocks on its wake-up list (pushed by the store's scripts) and claims up to its
+free slots at once: due jobs of its pool, its own queue, else the most loaded peer's queue.
+Each try holds a lease and a token; the heartbeat thread renews the leases, and everything the
+try writes is fenced by its token. The store owns every key; this module never builds one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -16,34 +18,35 @@ import signal
 import socket
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from arq.worker import Retry, Worker, func
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from jobs import keys, metrics
-from jobs.batch import ScriptBatcher
+from jobs import metrics
 from jobs.connection import async_client
 from jobs.context import JobContext
 from jobs.errors import JobInputError
 from jobs.heartbeat import Heartbeat
-from jobs.queue import Backoff, now_ms
+from jobs.pulse import Pulse
+from jobs.queue import Backoff
 from jobs.registry import JobSpec, registry
-from jobs.scripts import Scripts
 from jobs.settings import Settings
+from jobs.store import Outcome, Store, Try, calls
 
 log = logging.getLogger("jobs.consumer")
 
 IDLE_WAIT = 1.0
 FINISH_RETRY_SECONDS = 30.0
 MAX_ERROR_CHARS = 2000
+MAX_TRACEBACK_CHARS = 8000
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def decode_data(raw: str | None) -> Any:
@@ -57,7 +60,8 @@ def decode_data(raw: str | None) -> Any:
 
 
 def arq_function(spec: JobSpec) -> Any:
-    """arq's registry entry for a job; a plain `def` runs in a thread."""
+    """arq's registry entry for a job (arq takes coroutines only; `execute` runs a plain
+    `def` in this consumer's threads)."""
     if spec.is_async:
         return func(spec.func, name=spec.name)
 
@@ -65,6 +69,41 @@ def arq_function(spec: JobSpec) -> Any:
         return await asyncio.to_thread(spec.func, ctx, data)
 
     return func(in_thread, name=spec.name)
+
+
+class ResultError(ValueError):
+    """A job returned a value that cannot be stored as JSON."""
+
+
+def encode_result(value: Any) -> str:
+    try:
+        text = _dumps(value)
+        text.encode()  # a lone surrogate cannot be stored
+    except (TypeError, ValueError) as exc:
+        raise ResultError(f"the job's result cannot be stored as JSON: {exc}") from None
+    return text
+
+
+@dataclass(eq=False)
+class Running:
+    """One try this consumer holds, from its claim until its outcome is recorded."""
+
+    job: Try
+    deadline: float  # time.monotonic() by which the try must have ended
+    task: asyncio.Task[None] | None = None
+    ctx: JobContext | None = None
+    # why the consumer stops the try: 'abort' (cancelled) or 'shutdown'; None while it runs
+    stop: str | None = None
+    thread: asyncio.Future[Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    outcome: Outcome
+    payload: str = ""
+    traceback: str = ""
+    delay: float = 0.0
 
 
 class Consumer(Worker):
@@ -76,293 +115,382 @@ class Consumer(Worker):
         pool: str,
         settings: Settings,
         redis: Redis,
-        notify: Callable[[], None] = lambda: None,
+        instance: str,
+        pulse: Pulse | None = None,
     ) -> None:
+        specs = list(registry.values())
         super().__init__(
-            functions=[arq_function(spec) for spec in registry.values()],
-            queue_name=keys.ready(settings.prefix, cid),
+            functions=[arq_function(spec) for spec in specs],
+            queue_name=f"arq:unused:{cid}",
             redis_pool=redis,
             handle_signals=False,
             max_jobs=settings.consumer_concurrency,
             job_timeout=settings.default_timeout,
             max_tries=settings.default_attempts,
             poll_delay=IDLE_WAIT,
-            job_serializer=lambda v: _dumps(v).encode(),
-            job_deserializer=json.loads,
         )
         self.cid = cid
         self.pool_name = pool
+        self.instance = instance
         self.settings = settings
         self.redis = redis
-        self.prefix = settings.prefix
-        self.scripts = Scripts(redis)
-        # jobs ending together record their outcomes in one round trip
-        self.finish_script = ScriptBatcher(redis, self.scripts.finish)
-        self.tasks: dict[str, asyncio.Task[None]] = {}
-        # jobs whose code has not ended yet: the slots in use (a task recording its outcome
-        # no longer holds one)
-        self.holding: set[str] = set()
-        self.aborted: set[str] = set()
+        self.store = Store(redis, settings)
+        self.specs: dict[str, JobSpec] = {spec.name: spec for spec in specs}
+        # plain `def` jobs: one thread per slot, so a slot always has its thread
+        self.threads = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.max_jobs, thread_name_prefix=f"job-{cid}"
+        )
+        # tries by token, until their outcome is recorded (the heartbeat renews these)
+        self.running: dict[str, Running] = {}
+        # tokens of tries whose code has not ended: the slots in use
+        self.busy: set[str] = set()
         self.stopping = asyncio.Event()
         self.draining = False
-        self.info = _dumps(
+        self.gone = False
+        self.pulse = pulse or Pulse()
+        self.info = json.dumps(
             {
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
                 "concurrency": self.max_jobs,
                 "pool": pool,
+                "instance": instance,
             }
         )
-        self.k_ready = keys.ready(self.prefix, cid)
-        self.k_active = keys.active(self.prefix, cid)
-        self.k_delayed = keys.delayed(self.prefix, pool)
-        self.k_workers = keys.workers(self.prefix, pool)
-        self.k_wake = keys.wake(self.prefix, cid)
-        self.heartbeat = Heartbeat(cid, pool, settings, self.info, lambda: tuple(self.tasks))
-        self.notify = notify
+        self.heartbeat = Heartbeat(
+            cid, pool, instance, settings, self.pulse, self.holding, self.lost_from_thread
+        )
+        self.main_loop: asyncio.AbstractEventLoop | None = None
+
+    def holding(self) -> list[tuple[str, str]]:
+        """(id, token) of the tries to keep leases for; called from the heartbeat thread."""
+        return [(r.job.id, r.job.token) for r in list(self.running.values())]
 
     # the main loop
 
     async def serve(self) -> None:
         """Run until SIGTERM/SIGINT, then drain: finish or hand back every job held."""
-        loop = asyncio.get_running_loop()
+        self.main_loop = loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGQUIT, self._quit)
-        await self._until_redis()
-        await self.redis.sadd(keys.pools(self.prefix), self.pool_name)
-        await asyncio.to_thread(self.heartbeat.beat)
+        await self.register()
         self.heartbeat.start()
         log.info(
             "consumer %s ready (pool %s, concurrency %d)", self.cid, self.pool_name, self.max_jobs
         )
-        self.main_task = asyncio.create_task(self.main())
+        main = asyncio.create_task(self.main())
         await self.stopping.wait()
         self.draining = True
-        self.main_task.cancel()
-        await asyncio.gather(self.main_task, return_exceptions=True)
-        await asyncio.to_thread(self.heartbeat.stop)
-        await self.drain()
+        main.cancel()
+        await asyncio.gather(main, return_exceptions=True)
+        if self.gone:
+            await self.abandon()
+        else:
+            await self.drain()
+        self.threads.shutdown(wait=False, cancel_futures=True)
+
+    async def register(self) -> None:
+        """Take the slot; jobs a previous process left in it go back to the pool first."""
+        while True:
+            try:
+                done = await self.store.run(
+                    calls.register(
+                        self.store.keys,
+                        self.settings,
+                        cid=self.cid,
+                        pool=self.pool_name,
+                        instance=self.instance,
+                        info=self.info,
+                    )
+                )
+                if done.ok:
+                    return
+                assert done.previous is not None
+                moved = await asyncio.to_thread(
+                    self.heartbeat.store.recover_all, self.cid, self.pool_name, done.previous
+                )
+                log.warning(
+                    "took over slot %s: %d jobs of its previous process handed back",
+                    self.cid,
+                    moved,
+                )
+            except RedisError as exc:
+                await self.wait_for_redis(exc)
+
+    async def wait_for_redis(self, exc: Exception) -> None:
+        log.warning("waiting for redis: %s", exc)
+        self.pulse.loop()  # waiting for the store is progress, not a stuck loop
+        await asyncio.sleep(0.5)
 
     async def main(self) -> None:
         """Claim what there is room for, then wait on the wake-up list."""
-        # BLPOP holds its connection: it gets a client of its own
-        # a connection that hangs (a failover) must not hang the loop: BLPOP waits at most
-        # IDLE_WAIT, so a read that takes far longer means the connection is dead
+        # BLPOP holds its connection: it gets a client of its own. A read that takes far
+        # longer than IDLE_WAIT means a dead connection, and fails.
         blocking = async_client(self.settings, socket_timeout=IDLE_WAIT + 5)
+        wake_key = self.store.keys.wake(self.cid)
         try:
             while True:
-                self.notify()  # the supervisor judges this consumer by its loop's progress
+                self.pulse.loop()
                 wait = IDLE_WAIT
                 try:
-                    free = self.max_jobs - len(self.holding)
+                    free = self.max_jobs - len(self.busy)
                     if free > 0:
-                        claimed, next_due = await self.scripts.claim(
-                            keys=[self.k_ready, self.k_active, self.k_delayed],
-                            args=[self.prefix, self.cid, now_ms(), free, self._lease_ms()],
+                        claimed = await self.store.claim(
+                            self.cid, self.pool_name, self.instance, free
                         )
-                        for row in claimed:
-                            self._start(row)
-                        if next_due is not None:
-                            wait = min(wait, max(0.005, (float(next_due) - now_ms()) / 1000))
-                    token = await blocking.blpop([self.k_wake], timeout=wait)
-                    if token and token[1].startswith("abort:"):
-                        self._abort(token[1][6:])
+                        if claimed.state == "gone":
+                            self.lost_slot()
+                            return
+                        for job in claimed.tries:
+                            self.start(job)
+                        if claimed.next_due is not None:
+                            wait = min(wait, max(0.005, claimed.next_due))
+                    message = await blocking.blpop([wake_key], timeout=wait)
+                    if message and message[1].startswith("abort:"):
+                        self.abort(message[1])
                 except RedisError as exc:
-                    log.warning("redis unavailable in consumer loop: %s", exc)
-                    await asyncio.sleep(0.5)
+                    await self.wait_for_redis(exc)
         finally:
             with contextlib.suppress(Exception):
                 await blocking.aclose(close_connection_pool=True)
 
-    def _lease_ms(self) -> int:
-        return int(self.settings.lease_seconds * 1000)
+    def start(self, job: Try) -> None:
+        run = Running(
+            job, time.monotonic() + job.timeout, extra={"jobId": job.id, "jobName": job.name}
+        )
+        self.running[job.token] = run
+        self.busy.add(job.token)
+        self.update_deadline()
+        run.task = asyncio.create_task(self.run_try(run))
 
-    def _start(self, row: list[Any]) -> None:
-        job_id = row[0]
-        task = asyncio.create_task(self.run_job(job_id, row))
-        self.tasks[job_id] = task
-        self.holding.add(job_id)
-        task.add_done_callback(lambda _t: self._done(job_id))
+    def update_deadline(self) -> None:
+        pending = [r.deadline for r in self.running.values() if r.job.token in self.busy]
+        self.pulse.deadline(min(pending) if pending else 0.0)
 
-    def _done(self, job_id: str) -> None:
-        self.tasks.pop(job_id, None)
-        self.holding.discard(job_id)
+    def code_ended(self, run: Running) -> None:
+        self.busy.discard(run.job.token)
+        self.update_deadline()
 
-    def _abort(self, job_id: str) -> None:
-        task = self.tasks.get(job_id)
-        if task is not None and not task.done():
-            log.info("aborting job %s", job_id, extra={"jobId": job_id})
-            self.aborted.add(job_id)
-            task.cancel()
+    def abort(self, message: str) -> None:
+        _, job_id, token = message.split(":", 2)
+        run = self.running.get(token)
+        if run is None or run.job.id != job_id or run.task is None or run.stop is not None:
+            return
+        log.info("aborting job %s", job_id, extra=run.extra)
+        run.stop = "abort"
+        run.task.cancel()
 
     def _quit(self) -> None:
         self.settings = replace(self.settings, graceful_timeout=0)
         self.stopping.set()
 
-    # running one job
+    def lost_from_thread(self) -> None:
+        if self.main_loop is not None:
+            self.main_loop.call_soon_threadsafe(self.lost_slot)
 
-    async def run_job(self, job_id: str, row: list[Any]) -> None:  # type: ignore[override]
-        _, name, data_raw, attempt, max_attempts, timeout, backoff_raw = row
-        attempt, max_attempts = int(attempt), int(max_attempts or 1)
-        extra = {"jobId": job_id, "jobName": name}
-        started = time.monotonic()
-        outcome, payload, tb, delay = "completed", "null", "", 0.0
+    def lost_slot(self) -> None:
+        """The store says another instance holds this slot: this process was declared dead
+        and its jobs were handed back. Its tries are void; stop at once."""
+        if not self.gone:
+            log.error("consumer %s lost its slot (declared dead); stopping", self.cid)
+        self.gone = True
+        self.stopping.set()
+
+    # running one try
+
+    async def run_try(self, run: Running) -> None:
         try:
-            function: Any = self.functions.get(name)
-            if function is None:
-                raise JobInputError(f"no job named {name!r} in this consumer")
-            data = decode_data(data_raw)
-            ctx = JobContext(
-                job_id,
-                name,
-                attempt,
-                max_attempts,
+            ending = await self.execute(run)
+        except asyncio.CancelledError:
+            if run.stop is None or self.gone:
+                raise
+            outcome = Outcome.CANCELLED if run.stop == "abort" else Outcome.REQUEUE
+            log.info(
+                "job %s",
+                "cancelled" if run.stop == "abort" else "handed back at shutdown",
+                extra=run.extra,
+            )
+            await asyncio.shield(self.record(run, Ending(outcome)))
+            raise
+        await self.record(run, ending)
+
+    async def execute(self, run: Running) -> Ending:
+        """Run the job's code; returns how the try ended. Holds a slot until the code ended."""
+        job = run.job
+        started = time.monotonic()
+        thread_started = False
+        try:
+            spec = self.specs.get(job.name)
+            if spec is None:
+                raise JobInputError(f"no job named {job.name!r} in this consumer")
+            data = decode_data(job.data)
+            run.ctx = ctx = JobContext(
+                job.id,
+                job.name,
+                job.attempt,
+                job.max_attempts,
                 self.pool_name,
                 self.cid,
-                self.redis,
-                keys.job(self.prefix, job_id),
+                partial(self.store.progress, job.id, job.token),
                 asyncio.get_running_loop(),
             )
-            log.debug("job started", extra=extra)
-            result = await asyncio.wait_for(function.coroutine(ctx, data), float(timeout or 300))
-            payload = _dumps(result)
-            self.jobs_complete += 1
-        except asyncio.CancelledError:
-            if job_id in self.aborted:
-                outcome = "cancelled"
-                log.info("job cancelled", extra=extra)
+            log.debug("job started", extra=run.extra)
+            if spec.is_async:
+                result = await asyncio.wait_for(spec.func(ctx, data), job.timeout)
             else:
-                outcome = "requeue"
-                log.info("job handed back at shutdown", extra=extra)
-            await asyncio.shield(self._finish(job_id, outcome, payload, tb, delay, extra))
-            raise
-        except BaseException as exc:
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                thread_started = True
+                result = await self.in_thread(run, spec, ctx, data)
+            ending = Ending(Outcome.COMPLETED, encode_result(result))
+            self.jobs_complete += 1
+        except asyncio.CancelledError as exc:
+            if run.stop is not None:
                 raise
-            outcome, payload, tb, delay = self._failure(
-                exc, attempt, max_attempts, backoff_raw, timeout, extra
-            )
-        metrics.observe_job(self.pool_name, name, outcome, time.monotonic() - started)
-        await self._finish(job_id, outcome, payload, tb, delay, extra)
+            # raised by the job's own code: a failed try like any other error
+            ending = self.failure(run, exc)
+        except Exception as exc:
+            ending = self.failure(run, exc)
+        finally:
+            if run.ctx is not None:
+                run.ctx.stopped.set()
+            if not thread_started or run.thread is None or run.thread.done():
+                self.code_ended(run)
+        metrics.observe_job(self.pool_name, job.name, ending.outcome, time.monotonic() - started)
+        return ending
 
-    def _failure(
-        self,
-        exc: BaseException,
-        attempt: int,
-        max_attempts: int,
-        backoff_raw: str | None,
-        timeout: str | None,
-        extra: dict[str, Any],
-    ) -> tuple[str, str, str, float]:
+    async def in_thread(self, run: Running, spec: JobSpec, ctx: JobContext, data: Any) -> Any:
+        """A plain `def` job in this consumer's threads. A thread cannot be stopped: after a
+        time-out it keeps its slot and the job its lease until it returns, so the job never
+        runs twice at once; the time-out is recorded then. A cancel or a shutdown records at
+        once (nothing runs the job again before this process exits) while the thread ends."""
+        loop = asyncio.get_running_loop()
+        run.thread = thread = loop.run_in_executor(self.threads, spec.func, ctx, data)
+        thread.add_done_callback(lambda _f: self.code_ended(run))
+        try:
+            return await asyncio.wait_for(asyncio.shield(thread), run.job.timeout)
+        except TimeoutError:
+            ctx.stopped.set()
+            log.warning(
+                "plain def job passed its time-out; waiting for its thread to return",
+                extra=run.extra,
+            )
+            await asyncio.wait([thread])
+            raise
+        finally:
+            ctx.stopped.set()
+
+    def failure(self, run: Running, exc: BaseException) -> Ending:
+        job = run.job
         if isinstance(exc, TimeoutError):
-            error = f"timed out after {float(timeout or 0):g} s"
+            error = f"timed out after {job.timeout:g} s"
+        elif isinstance(exc, asyncio.CancelledError):
+            error = "CancelledError raised by the job's code"
         else:
             error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
-        tb = "".join(traceback.format_exception(exc))[-8000:]
-        permanent = isinstance(exc, JobInputError)
-        if permanent or attempt >= max_attempts:
+        tb = "".join(traceback.format_exception(exc))[-MAX_TRACEBACK_CHARS:]
+        if isinstance(exc, JobInputError) or job.attempt >= job.max_attempts:
             self.jobs_failed += 1
             log.error(
                 "job dead-lettered after %d tries: %s",
-                attempt,
+                job.attempt,
                 error,
-                extra={**extra, "traceback": tb},
+                extra={**run.extra, "traceback": tb},
             )
-            return "dead", error, tb, 0.0
+            return Ending(Outcome.DEAD, error, tb)
         self.jobs_retried += 1
         if isinstance(exc, Retry) and exc.defer_score is not None:
             delay = exc.defer_score / 1000
         else:
-            spec = json.loads(backoff_raw) if backoff_raw else {}
+            spec = json.loads(job.backoff) if job.backoff else {}
             policy = Backoff(
                 spec.get("type", "exponential"),
                 float(spec.get("delay", self.settings.default_backoff)),
             )
-            delay = policy.seconds(attempt, self.settings.max_backoff)
+            delay = policy.seconds(job.attempt, self.settings.max_backoff)
         log.warning(
             "job failed (try %d of %d), retry in %g s: %s",
-            attempt,
-            max_attempts,
+            job.attempt,
+            job.max_attempts,
             delay,
             error,
-            extra=extra,
+            extra=run.extra,
         )
-        return "retry", error, tb, delay
+        return Ending(Outcome.FAILED, error, tb, delay)
 
-    async def _finish(
-        self, job_id: str, outcome: str, payload: str, tb: str, delay: float, extra: dict[str, Any]
-    ) -> None:
-        """Record the outcome; keep trying while Redis is away (the lease covers the job meanwhile)."""
+    async def record(self, run: Running, ending: Ending) -> None:
+        """Record the outcome under the try's token; keep trying while Redis is away (the
+        lease, renewed meanwhile, covers the job)."""
         deadline = time.monotonic() + FINISH_RETRY_SECONDS
-        # a full consumer waits on its wake-up list: tell it a slot is free
-        full = len(self.holding) >= self.max_jobs and not self.draining
-        self.holding.discard(job_id)
-        while True:
-            try:
-                await self.finish_script(
-                    keys=[
-                        keys.job(self.prefix, job_id),
-                        self.k_active,
-                        self.k_ready,
-                        self.k_delayed,
-                    ],
-                    args=[
-                        self.prefix,
-                        job_id,
+        try:
+            while True:
+                try:
+                    done = await self.store.finish(
                         self.cid,
-                        outcome,
-                        now_ms(),
-                        payload,
-                        tb,
-                        int(delay * 1000),
-                        self.settings.keep_result_seconds * 1000,
-                        self.settings.dlq_max,
-                        "1" if full else "0",
-                    ],
-                )
-                log.debug("job %s", outcome, extra=extra)
-                return
-            except RedisError as exc:
-                if time.monotonic() > deadline:
-                    log.error("could not record job outcome %s: %s", outcome, exc, extra=extra)
+                        self.pool_name,
+                        run.job,
+                        ending.outcome,
+                        payload=ending.payload,
+                        traceback=ending.traceback,
+                        retry_delay=ending.delay,
+                        # a full consumer waits on its wake-up list: tell it a slot is free
+                        wake=not self.draining and len(self.busy) >= self.max_jobs - 1,
+                    )
+                    if done.recorded:
+                        log.debug("job %s", done.status, extra=run.extra)
+                    else:
+                        log.warning(
+                            "try of job %s no longer held its job (now %s): its "
+                            "outcome %s was not recorded",
+                            run.job.id,
+                            done.status or "gone",
+                            ending.outcome,
+                            extra=run.extra,
+                        )
                     return
-                await asyncio.sleep(0.2)
-
-    # liveness
-
-    async def _until_redis(self) -> None:
-        delay = 0.05
-        while True:
-            try:
-                await self.redis.ping()
-                return
-            except RedisError as exc:
-                log.warning("waiting for redis: %s", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                except RedisError as exc:
+                    if time.monotonic() > deadline:
+                        log.error(
+                            "could not record job outcome %s: %s",
+                            ending.outcome,
+                            exc,
+                            extra=run.extra,
+                        )
+                        return
+                    self.pulse.loop()
+                    await asyncio.sleep(0.2)
+        finally:
+            self.running.pop(run.job.token, None)
 
     # shutdown
 
     async def drain(self) -> None:
-        """Stop taking jobs, let running ones finish within the grace time, hand back the rest."""
+        """Stay registered (draining, skipped by enqueue) and heart-beating: hand the queue
+        back, let running tries finish within the grace time, hand back the rest, then leave."""
+        keys = self.store.keys
         with contextlib.suppress(RedisError):
-            await self.redis.zrem(self.k_workers, self.cid)
-        running = list(self.tasks.values())
+            while (
+                await self.store.run(
+                    calls.drain(keys, cid=self.cid, pool=self.pool_name, instance=self.instance)
+                )
+            ).state == "more":
+                pass
         grace = max(0.0, self.settings.graceful_timeout - 1.0)
-        if running:
-            log.info("draining %d running jobs (up to %g s)", len(running), grace)
+        pending = {r.task for r in self.running.values() if r.task is not None}
+        if pending:
+            log.info("draining %d running jobs (up to %g s)", len(pending), grace)
             deadline = time.monotonic() + grace
-            pending = set(running)
             while pending and time.monotonic() < deadline:
-                self.notify()  # draining is progress
+                self.pulse.loop()  # draining is progress
                 _, pending = await asyncio.wait(
                     pending, timeout=min(1.0, deadline - time.monotonic())
                 )
-            for task in pending:
-                task.cancel()
+            for run in list(self.running.values()):
+                if run.task in pending and run.stop is None:
+                    run.stop = "shutdown"
+                    run.task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        await asyncio.to_thread(self.heartbeat.release)
+        await asyncio.to_thread(self.heartbeat.stop)
+        await asyncio.to_thread(self.heartbeat.leave)
         log.info(
             "consumer %s stopped: %d completed, %d retried, %d failed",
             self.cid,
@@ -371,14 +499,28 @@ class Consumer(Worker):
             self.jobs_failed,
         )
 
+    async def abandon(self) -> None:
+        """This process lost its slot: stop every try without recording anything."""
+        tasks = [r.task for r in self.running.values() if r.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(self.heartbeat.stop)
 
-def run(cid: str, pool: str, settings: Settings, notify: Callable[[], None] = lambda: None) -> None:
+
+def run(
+    cid: str,
+    pool: str,
+    settings: Settings,
+    instance: str,
+    pulse: Pulse | None = None,
+) -> None:
     """Entry point of a consumer process (called in the forked child)."""
     import uvloop
 
     async def go() -> None:
         redis = async_client(settings)
-        consumer = Consumer(cid, pool, settings, redis, notify)
+        consumer = Consumer(cid, pool, settings, redis, instance, pulse)
         try:
             await consumer.serve()
         finally:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +15,8 @@ from arq.worker import Retry
 __all__ = ["JobContext", "Retry"]
 
 MAX_PROGRESS_BYTES = 4096
+
+log = logging.getLogger("jobs.context")
 
 
 @dataclass
@@ -24,26 +29,42 @@ class JobContext:
     max_attempts: int
     pool: str
     worker_id: str
-    redis: Any = field(repr=False)
-    key: str = field(repr=False)
+    # stores progress under this try's token; False when the try no longer holds the job
+    write_progress: Callable[[str], Awaitable[bool]] = field(repr=False)
     loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+    # set when this try is stopped (time-out, cancel, shutdown): a plain `def` job, which
+    # cannot be interrupted, should check it and return
+    stopped: threading.Event = field(default_factory=threading.Event, repr=False)
 
-    async def progress(self, value: float | dict[str, Any]) -> None:
-        """Report progress: a number 0-100 or a small JSON object, shown by GET /jobs/{id}."""
+    async def progress(self, value: float | dict[str, Any]) -> bool:
+        """Report progress: a number 0-100 or a small JSON object, shown by GET /jobs/{id}.
+
+        Returns False (and stores nothing) when this try no longer holds the job."""
         if isinstance(value, bool) or not isinstance(value, int | float | dict):
             raise TypeError("progress must be a number 0-100 or a JSON object")
         if isinstance(value, int | float) and not 0 <= value <= 100:
             raise ValueError("progress must be between 0 and 100")
-        text = json.dumps(value, separators=(",", ":"))
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
         if len(text) > MAX_PROGRESS_BYTES:
             raise ValueError(f"progress is larger than {MAX_PROGRESS_BYTES} bytes")
-        await self.redis.hset(self.key, "progress", text)
+        if self.stopped.is_set():
+            return False
+        stored = await self.write_progress(text)
+        if not stored:
+            log.warning(
+                "progress of a try that no longer holds its job was refused",
+                extra={"jobId": self.job_id},
+            )
+        return stored
 
-    def progress_sync(self, value: float | dict[str, Any]) -> None:
+    def progress_sync(self, value: float | dict[str, Any]) -> bool:
         """`progress` for a plain `def` job, which runs in a thread."""
         if self.loop is None:
             raise RuntimeError("no event loop to report progress on")
-        asyncio.run_coroutine_threadsafe(self.progress(value), self.loop).result(timeout=10)
+        if self.stopped.is_set():
+            return False
+        future = asyncio.run_coroutine_threadsafe(self.progress(value), self.loop)
+        return future.result(timeout=10)
 
     def retry(self, delay: float | None = None) -> Retry:
         """`raise ctx.retry(5)` asks for another try in 5 s (counts as a failed try)."""

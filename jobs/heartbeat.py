@@ -1,9 +1,9 @@
 """A consumer's heartbeat, from a thread of its own.
 
-It marks the consumer live, renews the leases of its running jobs and hands back the jobs of
-dead consumers of its pool. Being a thread, it keeps going while a job blocks the event loop,
-so such a job does not make its consumer look dead; the supervisor judges a stuck loop by the
-loop's own progress instead.
+It keeps the consumer registered and the leases of its running tries alive, and sweeps its
+pool for consumers whose heartbeat lapsed (one sweeper per pool at a time: the store holds a
+short lock). Being a thread, it keeps going while a job blocks the event loop; a job that holds
+the GIL silences it too, and then the master keeps the leases alive (supervisor/arbiter.py).
 """
 
 from __future__ import annotations
@@ -15,24 +15,15 @@ from collections.abc import Callable
 
 from redis.exceptions import RedisError
 
-from jobs import keys
 from jobs.connection import sync_client
-from jobs.queue import now_ms
-from jobs.scripts import Scripts
+from jobs.pulse import Pulse
 from jobs.settings import Settings
+from jobs.store import SyncStore, calls
 
 log = logging.getLogger("jobs.heartbeat")
 
-
-def hand_back(scripts: Scripts, settings: Settings, pool: str, dead: str = "") -> int:
-    """Run recover.lua for a pool (sync client): give back the jobs of dead consumers, `dead`
-    among them, to the pool, and the running jobs whose lease lapsed. Returns how many."""
-    s = settings
-    moved: int = scripts.recover(
-        keys=[keys.workers(s.prefix, pool), keys.delayed(s.prefix, pool)],
-        args=[s.prefix, pool, now_ms(), s.max_crashes, s.dlq_max, dead],
-    )
-    return moved
+# how often the heartbeat says which tries hold the event loop up
+BLOCKED_WARNING_SECONDS = 10.0
 
 
 class Heartbeat(threading.Thread):
@@ -40,47 +31,73 @@ class Heartbeat(threading.Thread):
         self,
         cid: str,
         pool: str,
+        instance: str,
         settings: Settings,
-        info: str,
-        running: Callable[[], tuple[str, ...]],
+        pulse: Pulse,
+        running: Callable[[], list[tuple[str, str]]],
+        lost: Callable[[], None],
     ) -> None:
         super().__init__(name=f"heartbeat-{cid}", daemon=True)
         self.cid = cid
         self.pool = pool
+        self.instance = instance
         self.settings = settings
-        self.info = info
+        self.pulse = pulse
         self.running = running
+        self.lost = lost
         self.stopped = threading.Event()
-        self.client = sync_client(settings, socket_timeout=max(2.0, settings.heartbeat_ttl / 2))
-        self.scripts = Scripts(self.client)
-        p = settings.prefix
-        self.k_workers = keys.workers(p, pool)
-        self.k_info, self.k_active = keys.worker(p, cid), keys.active(p, cid)
+        client = sync_client(settings, socket_timeout=max(2.0, settings.heartbeat_ttl / 2))
+        self.store = SyncStore(client, settings)
         self.failing_since = 0.0
+        self.warned = 0.0
 
     def beat(self) -> None:
-        """Mark this consumer live and renew the leases of the jobs it runs."""
-        s = self.settings
-        self.scripts.heartbeat(
-            keys=[self.k_workers, self.k_info, self.k_active],
-            args=[s.prefix, self.cid, now_ms(), int(s.heartbeat_ttl * 1000),
-                  int(s.lease_seconds * 1000), self.info, *self.running()],
-        )  # fmt: skip
+        """Mark this consumer live and renew the leases of the tries it holds."""
+        done = self.store.run(
+            calls.heartbeat(
+                self.store.keys,
+                self.settings,
+                cid=self.cid,
+                pool=self.pool,
+                instance=self.instance,
+                running=self.running(),
+            )
+        )
+        if done.gone:
+            self.lost()
+            self.stopped.set()
+        elif done.stale:
+            log.warning("tries no longer held (their lease lapsed): %s", ", ".join(done.stale))
 
-    def sweep(self, dead: str = "") -> int:
-        """Hand back the jobs of this pool's dead consumers (and `dead`), and of lapsed leases."""
-        moved = hand_back(self.scripts, self.settings, self.pool, dead)
+    def sweep(self) -> None:
+        moved = self.store.sweep(self.pool, self.cid)
         if moved:
             log.warning(
-                "took back %d jobs of dead consumers or lapsed leases in pool %s", moved, self.pool
+                "took back %d jobs of lapsed consumers or leases in pool %s", moved, self.pool
             )
-        return moved
+
+    def watch_loop(self) -> None:
+        """Say so, every so often, while the event loop is held up inside a job."""
+        loop_at, _, deadline = self.pulse.read()
+        now = time.monotonic()
+        blocked = now - loop_at
+        if deadline and blocked > BLOCKED_WARNING_SECONDS and now - self.warned > 10:
+            self.warned = now
+            ids = ", ".join(job_id for job_id, _ in self.running())
+            log.warning(
+                "event loop blocked for %.0f s inside a job (running: %s); the consumer "
+                "stays while the job is within its time-out",
+                blocked,
+                ids,
+            )
 
     def run(self) -> None:
         while not self.stopped.wait(self.settings.heartbeat_interval):
+            self.pulse.beat()
             try:
                 self.beat()
-                self.sweep()
+                if not self.stopped.is_set():
+                    self.sweep()
                 if self.failing_since:
                     log.info("heartbeat reaches redis again")
                 self.failing_since = 0.0
@@ -88,16 +105,18 @@ class Heartbeat(threading.Thread):
                 if not self.failing_since:
                     self.failing_since = time.monotonic()
                     log.warning("heartbeat cannot reach redis: %s", exc)
+            self.watch_loop()
 
     def stop(self) -> None:
         self.stopped.set()
         if self.is_alive():
             self.join(timeout=self.settings.heartbeat_interval + 5)
 
-    def release(self) -> None:
-        """The consumer is leaving: what is left in its own queue goes back to the pool."""
+    def leave(self) -> None:
+        """The consumer is leaving: what it still holds goes back to the pool, and it
+        unregisters."""
         try:
-            self.sweep(dead=self.cid)
+            self.store.recover_all(self.cid, self.pool, self.instance)
         except RedisError as exc:
-            log.warning("could not hand back the queue of %s: %s", self.cid, exc)
-        self.client.close()
+            log.warning("could not hand back the jobs of %s: %s", self.cid, exc)
+        self.store.redis.close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache, cached_property
@@ -20,22 +19,12 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from jobs import keys
-from jobs.batch import ScriptBatcher
+from jobs import limits
 from jobs.connection import async_client, eviction_warning
 from jobs.errors import Conflict, InvalidJob, NotFound, Unavailable
 from jobs.registry import registry
-from jobs.scripts import Scripts
 from jobs.settings import Settings, get_settings
-
-PRIORITY_LIMIT = 1000
-# ready-queue score: FIFO by creation time within a priority, higher priority first
-PRIORITY_STEP = 2**42
-FINISHED = ("completed", "dead", "cancelled")
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
+from jobs.store import Store, calls
 
 
 def iso(ms: int | str | bytes | None) -> str | None:
@@ -106,8 +95,11 @@ def parse_backoff(raw: Any, default: float) -> Backoff:
             "options.backoff.type", "options.backoff.type must be exponential or fixed"
         )
     delay = raw.get("delay", default)
-    if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= 86_400:
-        raise InvalidJob("options.backoff.delay", "options.backoff.delay must be 0-86400 seconds")
+    top = limits.MAX_BACKOFF_DELAY
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= top:
+        raise InvalidJob(
+            "options.backoff.delay", f"options.backoff.delay must be 0-{top:g} seconds"
+        )
     return Backoff(kind, float(delay))
 
 
@@ -146,15 +138,20 @@ def dlq_item(raw: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def unserved_warning(pool: str, count: int) -> str:
+    return (
+        f"pool {pool!r} is not in POOLS but holds {count} jobs, which no consumer runs; "
+        f"serve it again or move them: python -m supervisor move-jobs {pool} <pool>"
+    )
+
+
 class Queue:
     """Enqueue and inspect jobs. All methods are coroutines over one Redis client."""
 
     def __init__(self, redis: Redis, settings: Settings | None = None) -> None:
         self.redis = redis
         self.settings = settings or get_settings()
-        self.prefix = self.settings.prefix
-        self.scripts = Scripts(redis)
-        self._enqueue = ScriptBatcher(redis, self.scripts.enqueue)
+        self.store = Store(redis, self.settings)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Queue:
@@ -190,75 +187,80 @@ class Queue:
         pool = queue or spec.pool
         if pool not in self.settings.pools:
             raise InvalidJob("options.queue", f"unknown queue (pool) {pool!r}")
-        if isinstance(priority, bool) or not -PRIORITY_LIMIT <= priority <= PRIORITY_LIMIT:
-            raise InvalidJob("options.priority", f"priority must be within ±{PRIORITY_LIMIT}")
+        if isinstance(priority, bool) or not -limits.PRIORITY <= priority <= limits.PRIORITY:
+            raise InvalidJob("options.priority", f"priority must be within ±{limits.PRIORITY}")
         tries = attempts if attempts is not None else spec.attempts
         tries = tries if tries is not None else self.settings.default_attempts
-        if not 1 <= tries <= 1000:
-            raise InvalidJob("options.attempts", "options.attempts must be 1-1000")
+        if not 1 <= tries <= limits.MAX_ATTEMPTS:
+            raise InvalidJob(
+                "options.attempts", f"options.attempts must be 1-{limits.MAX_ATTEMPTS}"
+            )
         limit = timeout if timeout is not None else spec.timeout
         limit = limit if limit is not None else self.settings.default_timeout
-        if not 0 < limit <= 86_400:
-            raise InvalidJob("options.timeout", "options.timeout must be 0-86400 seconds")
-        if not 0 <= delay <= 365 * 86_400:
+        if not 0 < limit <= limits.MAX_TIMEOUT:
+            raise InvalidJob(
+                "options.timeout", f"options.timeout must be 0-{limits.MAX_TIMEOUT:g} seconds"
+            )
+        if not 0 <= delay <= limits.MAX_DELAY:
             raise InvalidJob("options.delay", "options.delay must be 0 to a year in seconds")
         policy = parse_backoff(
             backoff if backoff is not None else spec.backoff, self.settings.default_backoff
         )
         if job_id is None:
             ident = secrets.token_hex(16)
-        elif not job_id or len(job_id) > 128 or any(c in "{}:\x7f" or c <= " " for c in job_id):
+        elif not limits.valid_job_id(job_id):
             raise InvalidJob(
                 "options.jobId",
-                "jobId must be 1-128 characters, no spaces, control characters, colons or braces",
+                f"jobId must be 1-{limits.MAX_JOB_ID} characters, no spaces, control characters, "
+                "colons or braces",
             )
         else:
             ident = job_id
-        created = now_ms()
-        score = created - priority * PRIORITY_STEP
+        call = calls.enqueue(
+            self.store.keys,
+            self.settings,
+            job_id=ident,
+            name=name,
+            pool=pool,
+            data=_dumps(data),
+            delay_ms=int(delay * 1000),
+            priority=priority,
+            attempts=tries,
+            timeout=limit,
+            backoff=policy.json,
+        )
         try:
-            code, status, worker = await self._enqueue(
-                keys=[
-                    keys.job(self.prefix, ident),
-                    keys.workers(self.prefix, pool),
-                    keys.delayed(self.prefix, pool),
-                ],
-                args=[
-                    self.prefix, ident, created, int(delay * 1000), score, self.settings.backlog_limit,
-                    name, pool, _dumps(data), tries, limit, policy.json, priority,
-                ],
-            )  # fmt: skip
+            written = await self.store.run(call)
         except RedisError as exc:
             raise Unavailable(f"the queue store is unavailable: {type(exc).__name__}") from exc
-        if code == -1:
+        if written.outcome == "no_consumer":
             raise Unavailable(f"pool {pool!r} has no live consumer", retry_after=2)
-        if code == -2:
+        if written.outcome == "backlog_full":
             raise Unavailable(
                 f"pool {pool!r} has {self.settings.backlog_limit} jobs waiting", retry_after=5
             )
-        if code == 0:
+        if written.outcome == "duplicate":
             stored = await self.get(ident)
             return Enqueued(
                 ident,
                 stored["jobName"] if stored else name,
                 stored["data"] if stored else data,
-                status,
-                worker or None,
+                written.status,
+                written.worker,
                 stored["pool"] if stored else pool,
                 duplicate=True,
             )
-        return Enqueued(ident, name, data, status, worker or None, pool)
+        return Enqueued(ident, name, data, written.status, written.worker, pool)
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
         """The job's record (the shape of GET /jobs/{id}), or None when unknown or expired."""
-        raw = await self.redis.hgetall(keys.job(self.prefix, job_id))
-        return record(raw) if raw else None
+        raw = await self.store.job(job_id)
+        return record(raw) if raw.get("id") else None
 
     async def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a queued, delayed or active job. NotFound if unknown, Conflict if finished."""
-        outcome, previous = await self.scripts.cancel(
-            keys=[keys.job(self.prefix, job_id)],
-            args=[self.prefix, job_id, now_ms(), self.settings.keep_result_seconds * 1000],
+        outcome, previous = await self.store.run(
+            calls.cancel(self.store.keys, self.settings, job_id=job_id)
         )
         if outcome == "missing":
             raise NotFound(f"no job {job_id!r}")
@@ -269,143 +271,74 @@ class Queue:
         return stored
 
     async def pools(self) -> list[str]:
-        known = set(self.settings.pools) | set(await self.redis.smembers(keys.pools(self.prefix)))
-        return sorted(known)
+        return await self.store.pools(set(self.settings.pools))
 
     async def stats(self) -> dict[str, Any]:
         """Counts over every pool and every consumer of the fleet, as GET /queue/stats shows."""
-        now = now_ms()
-        pools = await self.pools()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(keys.stats(self.prefix))
-            for pool in pools:
-                pipe.zrange(keys.workers(self.prefix, pool), 0, -1, withscores=True)
-                pipe.zcount(keys.delayed(self.prefix, pool), "-inf", now)
-                pipe.zcount(keys.delayed(self.prefix, pool), f"({now}", "+inf")
-            head = await pipe.execute()
-        counters: dict[str, str] = head[0]
-        consumers: list[tuple[str, str, bool]] = []
-        waiting = delayed = 0
-        for i, pool in enumerate(pools):
-            members, due, later = head[1 + 3 * i : 4 + 3 * i]
-            waiting += due
-            delayed += later
-            consumers += [(cid, pool, expiry >= now) for cid, expiry in members]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for cid, _, _ in consumers:
-                pipe.zcard(keys.ready(self.prefix, cid))
-                pipe.zcard(keys.active(self.prefix, cid))
-                pipe.hgetall(keys.worker(self.prefix, cid))
-            rows = await pipe.execute()
-        active = 0
-        workers = []
-        for i, (cid, pool, live) in enumerate(consumers):
-            queued, running, info = rows[3 * i : 3 * i + 3]
-            waiting += queued
-            active += running
-            if not live:
-                continue
-            meta = json.loads(info.get("info", "{}"))
-            workers.append(
-                {
-                    "id": cid,
-                    "pool": pool,
-                    "host": meta.get("host"),
-                    "pid": meta.get("pid"),
-                    "active": running,
-                    "queued": queued,
-                    "concurrency": meta.get("concurrency", 0),
-                    "lastSeen": iso(info.get("lastSeen")),
-                }
-            )
+        seen = await self.store.consumers(await self.pools())
+        counters: dict[str, str] = seen["counters"]
+        workers = [{**w, "lastSeen": iso(w["lastSeen"])} for w in seen["workers"]]
         return {
-            "waiting": waiting,
-            "active": active,
-            "delayed": delayed,
+            "waiting": seen["waiting"],
+            "active": seen["active"],
+            "delayed": seen["delayed"],
             "completed": int(counters.get("completed", 0)),
             "failed": int(counters.get("failed", 0)),
             "deadLettered": int(counters.get("deadLettered", 0)),
-            "totalConcurrency": sum(int(w["concurrency"] or 0) for w in workers),
+            "totalConcurrency": sum(
+                int(w["concurrency"] or 0) for w in workers if not w["draining"]
+            ),
             "workers": workers,
         }
 
     async def store_warnings(self) -> list[str]:
-        """Problems of the Redis server itself that put jobs at risk."""
+        """Problems of the Redis server itself, or of the stored jobs, that put jobs at risk."""
+        warnings = []
         try:
             policy = (await self.redis.config_get("maxmemory-policy")).get("maxmemory-policy")
         except ResponseError:  # CONFIG is often disabled on managed servers
-            return []
+            policy = None
         warning = eviction_warning(policy)
-        return [warning] if warning else []
+        if warning:
+            warnings.append(warning)
+        for pool, count in (await self.store.unserved(set(self.settings.pools))).items():
+            warnings.append(unserved_warning(pool, count))
+        return warnings
 
     async def live_consumers(self) -> int:
         """How many consumers of any pool have a fresh heartbeat."""
-        now = now_ms()
-        pools = await self.pools()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for pool in pools:
-                pipe.zcount(keys.workers(self.prefix, pool), now, "+inf")
-            counts = await pipe.execute()
-        return int(sum(counts))
+        return await self.store.live_consumers(await self.pools())
 
     # dead-letter queue
 
     async def dlq(self, limit: int = 50, offset: int = 0) -> dict[str, Any]:
-        """Dead-lettered jobs, newest first."""
-        dlq = keys.dlq(self.prefix)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zrevrange(dlq, offset, offset + limit - 1)
-            pipe.zcard(dlq)
-            pipe.hget(keys.stats(self.prefix), "dlqDropped")
-            ids, total, dropped = await pipe.execute()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for ident in ids:
-                pipe.hgetall(keys.job(self.prefix, ident))
-            raws = await pipe.execute()
-        items = [dlq_item(raw) for raw in raws if raw]
-        return {"items": items, "total": total, "dropped": int(dropped or 0)}
+        """Dead-lettered jobs, newest first; a page is bounded in count and in bytes."""
+        page = await self.store.dlq_page(limit, offset)
+        items = [dlq_item(raw) for raw in page["records"]]
+        return {"items": items, "total": page["total"], "dropped": page["dropped"]}
 
     async def dlq_get(self, job_id: str) -> dict[str, Any]:
-        if await self.redis.zscore(keys.dlq(self.prefix), job_id) is None:
-            raise NotFound(f"no dead-lettered job {job_id!r}")
-        raw = await self.redis.hgetall(keys.job(self.prefix, job_id))
-        if not raw:
+        raw = await self.store.dlq_record(job_id)
+        if raw is None:
             raise NotFound(f"no dead-lettered job {job_id!r}")
         return dlq_item(raw)
 
     async def dlq_delete(self, job_id: str) -> dict[str, Any]:
-        item = await self.dlq_get(job_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(keys.dlq(self.prefix), job_id)
-            pipe.delete(keys.job(self.prefix, job_id))
-            await pipe.execute()
-        return item
+        raw = await self.store.run(calls.dlq_delete(self.store.keys, job_id=job_id))
+        if raw is None:
+            raise NotFound(f"no dead-lettered job {job_id!r}")
+        return dlq_item(raw)
 
     async def dlq_retry(self, job_id: str) -> Enqueued:
-        """Run a dead-lettered job again, under the same id, with fresh tries."""
-        item = await self.dlq_get(job_id)
-        raw = await self.redis.hgetall(keys.job(self.prefix, job_id))
-        backoff = _json(raw.get("backoff"))
-        failed_at = await self.redis.zscore(keys.dlq(self.prefix), job_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(keys.dlq(self.prefix), job_id)
-            pipe.delete(keys.job(self.prefix, job_id))
-            await pipe.execute()
-        try:
-            return await self.enqueue(
-                item["jobName"],
-                item["data"],
-                job_id=job_id,
-                attempts=int(raw.get("maxAttempts") or self.settings.default_attempts),
-                backoff=backoff,
-                timeout=float(raw.get("timeout") or self.settings.default_timeout),
-                priority=int(raw.get("priority") or 0),
-                queue=item["pool"],
+        """Run a dead-lettered job again, under the same id, with fresh tries. A second retry of
+        the same entry (while the first one's job is not dead again) is a Conflict."""
+        outcome, status = await self.store.run(calls.dlq_retry(self.store.keys, job_id=job_id))
+        if outcome == "missing":
+            raise NotFound(f"no dead-lettered job {job_id!r}")
+        if outcome == "conflict":
+            raise Conflict(
+                f"job {job_id!r} is not dead-lettered (it is {status}): retried already?"
             )
-        except BaseException:
-            # not taken: the entry goes back to the dead-letter queue as it was
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(keys.job(self.prefix, job_id), mapping=raw)
-                pipe.zadd(keys.dlq(self.prefix), {job_id: failed_at or now_ms()})
-                await pipe.execute()
-            raise
+        stored = await self.get(job_id)
+        assert stored is not None
+        return Enqueued(job_id, stored["jobName"], stored["data"], status, None, stored["pool"])

@@ -29,7 +29,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         400: "Malformed JSON",
         401: "Missing or wrong API key",
         404: "Not found",
-        409: "Already finished",
+        409: "Already finished, or already retried",
         413: "Body too large",
         422: "Invalid input",
         503: "No live consumer, backlog full or store unavailable",
@@ -133,7 +133,7 @@ def document() -> dict[str, Any]:
             "parameters": _id_param(),
             "post": {
                 "summary": "Run a dead-lettered job again",
-                "responses": {**accepted, **_errors(401, 404, 503)},
+                "responses": {**accepted, **_errors(401, 404, 409, 503)},
             },
         },
         "/api/jobs": {

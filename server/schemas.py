@@ -10,13 +10,15 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from jobs import limits
+
 Schema = dict[str, Any]
 
 BACKOFF: Schema = {
     "type": "object",
     "properties": {
         "type": {"type": "string", "enum": ["exponential", "fixed"]},
-        "delay": {"type": "number", "minimum": 0, "maximum": 86400},
+        "delay": {"type": "number", "minimum": 0, "maximum": limits.MAX_BACKOFF_DELAY},
     },
     "additionalProperties": False,
 }
@@ -27,15 +29,15 @@ OPTIONS: Schema = {
         "jobId": {
             "type": "string",
             "minLength": 1,
-            "maxLength": 128,
-            "pattern": "^[^{}:\\u0000-\\u0020\\u007f]+$",
+            "maxLength": limits.MAX_JOB_ID,
+            "pattern": limits.JOB_ID_PATTERN,
         },
-        "delay": {"type": "number", "minimum": 0, "maximum": 31536000},
-        "attempts": {"type": "integer", "minimum": 1, "maximum": 1000},
+        "delay": {"type": "number", "minimum": 0, "maximum": limits.MAX_DELAY},
+        "attempts": {"type": "integer", "minimum": 1, "maximum": limits.MAX_ATTEMPTS},
         "backoff": BACKOFF,
-        "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
-        "priority": {"type": "integer", "minimum": -1000, "maximum": 1000},
-        "queue": {"type": "string", "minLength": 1, "maxLength": 64},
+        "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": limits.MAX_TIMEOUT},
+        "priority": {"type": "integer", "minimum": -limits.PRIORITY, "maximum": limits.PRIORITY},
+        "queue": {"type": "string", "minLength": 1, "maxLength": limits.MAX_POOL_NAME},
     },
     "additionalProperties": False,
 }
@@ -44,7 +46,7 @@ ENQUEUE: Schema = {
     "type": "object",
     "required": ["jobName"],
     "properties": {
-        "jobName": {"type": "string", "minLength": 1, "maxLength": 128},
+        "jobName": {"type": "string", "minLength": 1, "maxLength": limits.MAX_NAME},
         "data": {"type": "object"},
         "options": OPTIONS,
     },

@@ -6,6 +6,7 @@ import argparse
 import os
 import shutil
 import sys
+from typing import Any
 
 HELP = """\
 Starts the job-queue service: a master that pre-forks HTTP workers (Starlette on uvicorn,
@@ -43,7 +44,14 @@ def main(argv: list[str] | None = None) -> None:
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.parse_args(argv)
+    commands = parser.add_subparsers(dest="command")
+    move = commands.add_parser(
+        "move-jobs",
+        help="move the jobs of a pool no longer in POOLS to another pool (the service may run)",
+    )
+    move.add_argument("source", help="the pool that is no longer served")
+    move.add_argument("target", help="the pool to move its jobs to")
+    args = parser.parse_args(argv)
 
     from jobs.settings import Settings, SettingsError
 
@@ -52,6 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+    if args.command == "move-jobs":
+        sys.exit(move_jobs(settings, args.source, args.target))
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # every process writes its metrics here; set before prometheus_client is imported
@@ -71,6 +82,32 @@ def main(argv: list[str] | None = None) -> None:
 
     registry.load(settings.job_modules)  # fail here, clearly, on a broken JOB_MODULES
     Master(Service(settings), settings).run()
+
+
+def move_jobs(settings: Any, source: str, target: str) -> int:
+    """`python -m supervisor move-jobs SOURCE TARGET`: runs against REDIS_URL, or the
+    embedded server of DATA_DIR (which must be running)."""
+    from redis.exceptions import RedisError
+
+    from jobs.connection import sync_client
+    from jobs.store import SyncStore
+    from supervisor import embedded
+
+    if target not in settings.pools:
+        print(
+            f"pool {target!r} is not in POOLS here; no consumer would run the jobs", file=sys.stderr
+        )
+        return 2
+    if settings.embedded:
+        settings = settings.with_redis_url(embedded.command(settings.data_dir)[1])
+    store = SyncStore(sync_client(settings, socket_timeout=5), settings)
+    try:
+        moved = store.move_pool(source, target)
+    except (RedisError, ValueError) as exc:
+        print(f"cannot move the jobs of {source!r}: {exc}", file=sys.stderr)
+        return 1
+    print(f"moved {moved} jobs from pool {source!r} to {target!r}")
+    return 0
 
 
 if __name__ == "__main__":

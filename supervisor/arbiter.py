@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -19,15 +20,15 @@ from typing import Any
 import setproctitle
 from gunicorn import util
 from gunicorn.arbiter import Arbiter
-from gunicorn.workers.workertmp import WorkerTmp
 from prometheus_client import multiprocess
 from redis.exceptions import RedisError
 
 from jobs import logs
 from jobs.connection import eviction_warning, sync_client
-from jobs.heartbeat import hand_back
-from jobs.scripts import Scripts
+from jobs.pulse import Pulse
+from jobs.queue import unserved_warning
 from jobs.settings import Settings, set_settings
+from jobs.store import SyncStore, calls
 from supervisor import embedded
 from supervisor.children import Child, clean_exit, describe
 from supervisor.node import NodeClaim, NodeTaken
@@ -37,6 +38,9 @@ log = logging.getLogger("supervisor")
 SERVER_START_SECONDS = 30.0
 SERVER_STOP_SECONDS = 10.0
 CONSUMER_STOP_MARGIN = 5.0
+# a try that outlives its time-out by this much gets its consumer killed (counted as timed out)
+OVERDUE_GRACE_SECONDS = 5.0
+BUSY_WARNING_SECONDS = 10.0
 
 
 def _title(title: str) -> None:
@@ -66,12 +70,13 @@ class Master(Arbiter):  # type: ignore[misc]
             for slot in range(1, count + 1)
         ]
         self.stopping = False
+        # consumer slots whose dead process's jobs are still to be handed back: cid -> instance
         self.to_recover: dict[str, str] = {}
         self.http_started: dict[int, float] = {}
         self.http_failures = 0
         self.http_not_before = 0.0
         self.redis: Any = None
-        self.scripts: Any = None
+        self.store: SyncStore | None = None
         self.node = NodeClaim(settings)
         super().__init__(app)
 
@@ -84,8 +89,9 @@ class Master(Arbiter):  # type: ignore[misc]
             self.wait_for_server()
         set_settings(self.settings)
         self.redis = sync_client(self.settings, socket_timeout=5)
-        self.scripts = Scripts(self.redis)
+        self.store = SyncStore(self.redis, self.settings)
         self.warn_about_store()
+        self.warn_about_unserved_pools()
         try:
             self.node.claim(self.redis)
         except NodeTaken as exc:
@@ -102,6 +108,15 @@ class Master(Arbiter):  # type: ignore[misc]
         warning = eviction_warning(policy)
         if warning:
             log.warning("%s", warning)
+
+    def warn_about_unserved_pools(self) -> None:
+        assert self.store is not None
+        try:
+            unserved = self.store.run(calls.unserved(self.store.keys, self.settings.pools))
+        except RedisError:
+            return
+        for pool, count in unserved.items():
+            log.warning("%s", unserved_warning(pool, count))
 
     def refuse_if_data_dir_in_use(self) -> None:
         client = sync_client(self.settings, socket_timeout=1, retry=None)
@@ -172,28 +187,72 @@ class Master(Arbiter):  # type: ignore[misc]
         self.node.renew(self.redis)
         if self.server is not None and self.server.due():
             self.spawn_server()
-        for child in self.consumers:
-            if child.due():
-                self.spawn_consumer(child)
-        self.murder_stalled_consumers()
         self.recover_pending()
-
-    def murder_stalled_consumers(self) -> None:
-        """A consumer whose loop stopped turning is stuck, whatever its pid says: replace it."""
-        limit = self.settings.consumer_timeout
-        if not limit:
-            return
         for child in self.consumers:
-            if not child.pid or child.tmp is None:
+            # a slot is respawned only once the jobs of its dead process are handed back
+            if child.due() and child.name not in self.to_recover:
+                self.spawn_consumer(child)
+        self.judge_consumers()
+
+    def judge_consumers(self) -> None:
+        """Busy is not stuck. A consumer whose loop has not turned for CONSUMER_TIMEOUT is
+        kept while it runs tries within their time-out (a job blocking the loop), and killed
+        when it runs none (stuck); one whose try outlived its time-out is killed, and the try
+        counts as timed out. While its heartbeat thread is silenced (a job holding the GIL)
+        the master keeps its registration and leases alive."""
+        now = time.monotonic()
+        for child in self.consumers:
+            if not child.pid or child.pulse is None:
                 continue
-            try:
-                stalled = time.monotonic() - child.tmp.last_update()
-            except (OSError, ValueError):
-                continue
-            if stalled > limit:
-                log.critical("consumer %s (pid %s) made no progress for %.0fs; killing it",
-                             child.name, child.pid, stalled)  # fmt: skip
+            loop_at, beat_at, deadline = child.pulse.read()
+            if deadline and now > deadline + OVERDUE_GRACE_SECONDS:
+                log.critical(
+                    "consumer %s (pid %s) runs a job %.0fs past its time-out; killing it",
+                    child.name,
+                    child.pid,
+                    now - deadline,
+                )
                 child.signal(signal.SIGKILL)
+                continue
+            stalled = now - loop_at
+            limit = self.settings.consumer_timeout
+            if limit and stalled > limit:
+                if not deadline:
+                    log.critical(
+                        "consumer %s (pid %s) made no progress for %.0fs; killing it",
+                        child.name,
+                        child.pid,
+                        stalled,
+                    )
+                    child.signal(signal.SIGKILL)
+                    continue
+                if now - child.warned > BUSY_WARNING_SECONDS:
+                    child.warned = now
+                    log.warning(
+                        "consumer %s (pid %s): loop blocked %.0fs inside a job; kept "
+                        "until the job's time-out",
+                        child.name,
+                        child.pid,
+                        stalled,
+                    )
+            if now - beat_at > 2 * self.settings.heartbeat_interval + 1:
+                self.keep_alive(child)
+
+    def keep_alive(self, child: Child) -> None:
+        if self.store is None:
+            return
+        call = calls.heartbeat(
+            self.store.keys,
+            self.settings,
+            cid=child.name,
+            pool=child.meta["pool"],
+            instance=child.meta["instance"],
+            every_lease=True,
+        )
+        try:
+            self.store.run(call)
+        except RedisError as exc:
+            log.warning("cannot keep consumer %s alive: %s", child.name, exc)
 
     def spawn_workers(self) -> None:
         if time.monotonic() < self.http_not_before:
@@ -207,13 +266,13 @@ class Master(Arbiter):  # type: ignore[misc]
 
     def spawn_consumer(self, child: Child) -> None:
         pool = child.meta["pool"]
-        if child.tmp is not None:
-            child.tmp.close()
-        child.tmp = WorkerTmp(self.cfg)
+        if child.pulse is not None:
+            child.pulse.close()
+        child.pulse = Pulse()
+        child.meta["instance"] = secrets.token_hex(8)
         pid = os.fork()
         if pid:
             child.spawned(pid)
-            child.tmp.notify()
             log.info("consumer %s started (pid %s)", child.name, pid)
             return
         # the child: drop the master's signal handling and sockets, then run the consumer
@@ -228,7 +287,7 @@ class Master(Arbiter):  # type: ignore[misc]
             from jobs import consumer, registry
 
             registry.load(self.settings.job_modules)
-            consumer.run(child.name, pool, self.settings, child.tmp.notify)
+            consumer.run(child.name, pool, self.settings, child.meta["instance"], child.pulse)
         except BaseException:
             log.exception("consumer %s failed", child.name)
             status = 1
@@ -274,21 +333,24 @@ class Master(Arbiter):  # type: ignore[misc]
             level = logging.INFO if self.stopping or clean_exit(status) else logging.ERROR
             log.log(level, "%s (pid %s) %s", child.name, pid, describe(status))
             if child is not self.server:
-                self.to_recover[child.name] = child.meta["pool"]
+                self.to_recover[child.name] = child.meta["instance"]
             if delay and not self.stopping:
                 log.warning("%s keeps dying at start-up; restart in %.1fs", child.name, delay)
         self.recover_pending()
 
     def recover_pending(self) -> None:
-        """Hand the jobs of consumers that died back to their pool, as soon as Redis answers."""
-        for cid, pool in list(self.to_recover.items()):
+        """Hand the jobs of consumers that died back to their pool, naming the dead process
+        (its instance), as soon as Redis answers."""
+        assert self.store is not None
+        for cid, instance in list(self.to_recover.items()):
+            pool = next(c.meta["pool"] for c in self.consumers if c.name == cid)
             try:
-                moved = hand_back(self.scripts, self.settings, pool, cid)
+                moved = self.store.recover_all(cid, pool, instance)
             except RedisError as exc:
                 log.warning("cannot hand back the jobs of %s yet: %s", cid, exc)
                 return
             del self.to_recover[cid]
-            if moved:
+            if moved > 0:
                 log.warning("handed %d jobs of %s back to pool %s", moved, cid, pool)
 
     # signals

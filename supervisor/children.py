@@ -24,8 +24,9 @@ class Child:
     failures: int = 0
     not_before: float = 0.0
     meta: dict[str, str] = field(default_factory=dict)
-    # gunicorn's WorkerTmp: the child touches it as its loop turns, the master reads its age
-    tmp: Any = None
+    # a consumer's shared memory (jobs.pulse.Pulse): its loop, heartbeat and deadline times
+    pulse: Any = None
+    warned: float = 0.0
 
     def spawned(self, pid: int) -> None:
         self.pid = pid

@@ -11,8 +11,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from jobs import keys
 from jobs.settings import Settings
+from jobs.store import Keys
 
 log = logging.getLogger("supervisor.node")
 
@@ -43,7 +43,7 @@ class NodeClaim:
     """
 
     def __init__(self, settings: Settings) -> None:
-        self.key = keys.node(settings.prefix, settings.node_name)
+        self.key = Keys(settings.prefix).node(settings.node_name)
         self.name = settings.node_name
         self.me = json.dumps(
             {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}

@@ -286,6 +286,7 @@ def test_stats_counts_and_workers(svc: Service) -> None:
         "active",
         "queued",
         "concurrency",
+        "draining",
         "lastSeen",
     }
     assert stats["completed"] >= 1

@@ -1,1 +1,0 @@
-"""Lua scripts of the job path (data files; see jobs/scripts.py)."""

@@ -1,0 +1,282 @@
+"""The job store: the one owner of every Redis key and script of the job path.
+
+The consumer, its heartbeat, the master and the HTTP app call it and never build a key.
+Scripts (`lua/*.lua`, one header in `lua/_lib.lua` lists every key and the life cycle) are
+called through `calls`, one function per script; `Store` runs them on an asyncio client,
+`SyncStore` on a blocking one (the heartbeat thread, the master).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any, TypeVar
+
+from jobs.batch import ScriptBatcher
+from jobs.settings import Settings
+from jobs.store import calls
+from jobs.store.calls import Call
+from jobs.store.keys import Keys
+from jobs.store.types import (
+    TERMINAL,
+    Beat,
+    Claimed,
+    Outcome,
+    Recorded,
+    Recovered,
+    Registered,
+    Status,
+    Try,
+    Written,
+)
+
+__all__ = [
+    "TERMINAL",
+    "Beat",
+    "Call",
+    "Claimed",
+    "Keys",
+    "Outcome",
+    "Recorded",
+    "Recovered",
+    "Registered",
+    "Status",
+    "Store",
+    "SyncStore",
+    "Try",
+    "Written",
+    "calls",
+]
+
+# every script: the files of lua/ but the shared helpers
+SCRIPTS = tuple(
+    sorted(
+        f.name.removesuffix(".lua")
+        for f in (resources.files("jobs.store") / "lua").iterdir()
+        if f.name.endswith(".lua") and not f.name.startswith("_")
+    )
+)
+# scripts whose concurrent calls share one pipeline (the hot path)
+BATCHED = ("enqueue", "finish")
+# the most bytes of job records one DLQ page returns (at least one record is always returned)
+DLQ_PAGE_BYTES = 4 * 1024 * 1024
+
+T = TypeVar("T")
+
+
+@cache
+def source(name: str) -> str:
+    """A script's text with the shared helpers in front of it."""
+    folder = resources.files("jobs.store") / "lua"
+    return (folder / "_lib.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+
+
+def _register(client: Any) -> dict[str, Any]:
+    return {name: client.register_script(source(name)) for name in SCRIPTS}
+
+
+def _server_ms(reply: tuple[int, int] | list[int]) -> int:
+    return int(reply[0]) * 1000 + int(reply[1]) // 1000
+
+
+class Store:
+    """The store on an asyncio client."""
+
+    def __init__(self, redis: Any, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = Keys(settings.prefix)
+        self.scripts = _register(redis)
+        self.batched = {name: ScriptBatcher(redis, self.scripts[name]) for name in BATCHED}
+
+    async def run(self, call: Call[T]) -> T:
+        batcher = self.batched.get(call.script)
+        if batcher is not None:
+            return call.decode(await batcher(call.keys, call.args))
+        return call.decode(await self.scripts[call.script](keys=call.keys, args=call.args))
+
+    # the scripts the asyncio side calls
+
+    async def claim(self, cid: str, pool: str, instance: str, n: int) -> Claimed:
+        return await self.run(
+            calls.claim(self.keys, self.settings, cid=cid, pool=pool, instance=instance, n=n)
+        )
+
+    async def finish(self, cid: str, pool: str, job: Try, outcome: str, **extra: Any) -> Recorded:
+        return await self.run(
+            calls.finish(
+                self.keys,
+                self.settings,
+                job_id=job.id,
+                cid=cid,
+                pool=pool,
+                token=job.token,
+                outcome=outcome,
+                **extra,
+            )
+        )
+
+    async def progress(self, job_id: str, token: str, value: str) -> bool:
+        return await self.run(calls.progress(self.keys, job_id=job_id, token=token, value=value))
+
+    # reads
+
+    async def server_ms(self) -> int:
+        return _server_ms(await self.redis.time())
+
+    async def job(self, job_id: str) -> dict[str, str]:
+        raw: dict[str, str] = await self.redis.hgetall(self.keys.job(job_id))
+        return raw
+
+    async def pools(self, configured: set[str]) -> list[str]:
+        return sorted(configured | set(await self.redis.smembers(self.keys.pools)))
+
+    async def consumers(self, pools: list[str]) -> dict[str, Any]:
+        """Counts and consumers over `pools`, judged by the server's clock."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.time()
+            pipe.hgetall(k.stats)
+            for pool in pools:
+                pipe.zrange(k.workers(pool), 0, -1, withscores=True)
+                pipe.zcard(k.delayed(pool))
+                pipe.smembers(k.draining(pool))
+            head = await pipe.execute()
+        now = _server_ms(head[0])
+        members: list[tuple[str, str, float, bool]] = []
+        due_or_later: list[str] = []
+        for i, pool in enumerate(pools):
+            workers, _, draining = head[2 + 3 * i : 5 + 3 * i]
+            members += [(cid, pool, expiry, cid in draining) for cid, expiry in workers]
+            due_or_later.append(pool)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pool in pools:
+                pipe.zcount(k.delayed(pool), "-inf", now)
+            for cid, _, _, _ in members:
+                pipe.zcard(k.ready(cid))
+                pipe.zcard(k.active(cid))
+                pipe.hgetall(k.worker(cid))
+            rows = await pipe.execute()
+        due = sum(rows[: len(pools)])
+        delayed_total = sum(head[3 + 3 * i] for i in range(len(pools)))
+        rows = rows[len(pools) :]
+        waiting, active, workers_out = due, 0, []
+        for i, (cid, pool, expiry, draining) in enumerate(members):
+            queued, running, info = rows[3 * i : 3 * i + 3]
+            waiting += queued
+            active += running
+            if expiry < now:
+                continue
+            meta = json.loads(info.get("info", "{}"))
+            workers_out.append(
+                {
+                    "id": cid,
+                    "pool": pool,
+                    "host": meta.get("host"),
+                    "pid": meta.get("pid"),
+                    "active": running,
+                    "queued": queued,
+                    "concurrency": meta.get("concurrency", 0),
+                    "draining": draining,
+                    "lastSeen": int(info["lastSeen"]) if info.get("lastSeen") else None,
+                }
+            )
+        return {
+            "now": now,
+            "counters": head[1],
+            "waiting": waiting,
+            "active": active,
+            "delayed": delayed_total - due,
+            "workers": workers_out,
+        }
+
+    async def unserved(self, configured: set[str]) -> dict[str, int]:
+        """Pools that hold jobs but are not configured here (removed from POOLS): their jobs
+        wait for ever unless moved. Pool -> jobs waiting in it."""
+        return await self.run(calls.unserved(self.keys, configured))
+
+    async def live_consumers(self, pools: list[str]) -> int:
+        now = await self.server_ms()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pool in pools:
+                pipe.zcount(self.keys.workers(pool), now, "+inf")
+            counts = await pipe.execute()
+        return int(sum(counts))
+
+    async def dlq_page(self, limit: int, offset: int) -> dict[str, Any]:
+        """Dead-lettered records, newest first, at most `limit` and about DLQ_PAGE_BYTES."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrevrange(k.dlq, offset, offset + limit - 1)
+            pipe.zcard(k.dlq)
+            pipe.hget(k.stats, "dlqDropped")
+            ids, total, dropped = await pipe.execute()
+        records: list[dict[str, str]] = []
+        size = 0
+        for ident in ids:
+            # one at a time: a page of large records must not arrive as one huge reply
+            raw: dict[str, str] = await self.redis.hgetall(k.job(ident))
+            if raw:
+                size += sum(len(v) for v in raw.values())
+                if records and size > DLQ_PAGE_BYTES:
+                    break
+                records.append(raw)
+        return {"records": records, "total": total, "dropped": int(dropped or 0)}
+
+    async def dlq_record(self, job_id: str) -> dict[str, str] | None:
+        if await self.redis.zscore(self.keys.dlq, job_id) is None:
+            return None
+        raw: dict[str, str] = await self.redis.hgetall(self.keys.job(job_id))
+        return raw or None
+
+
+class SyncStore:
+    """The store on a blocking client, for the heartbeat thread and the master."""
+
+    def __init__(self, redis: Any, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = Keys(settings.prefix)
+        self.scripts = _register(redis)
+
+    def run(self, call: Call[T]) -> T:
+        return call.decode(self.scripts[call.script](keys=call.keys, args=call.args))
+
+    def recover_all(self, cid: str, pool: str, instance: str = "", now: int | None = None) -> int:
+        """Hand back every job of consumer `cid` (batch after batch); how many went back.
+        Returns -1 when a newer instance holds the slot (nothing was touched)."""
+        moved = 0
+        while True:
+            r = self.run(
+                calls.recover(
+                    self.keys, self.settings, cid=cid, pool=pool, instance=instance, now=now
+                )
+            )
+            if r.state == "other":
+                return -1
+            moved += r.moved
+            if r.state == "done":
+                return moved
+
+    def sweep(self, pool: str, cid: str) -> int:
+        """Take back the jobs of lapsed consumers and lapsed leases of `pool`, if no other
+        consumer sweeps it now. Returns how many went back."""
+        moved = 0
+        while True:
+            r = self.run(calls.sweep(self.keys, self.settings, pool=pool, cid=cid))
+            moved += r.moved
+            if r.state != "more":
+                return moved
+
+    def move_pool(self, source: str, target: str) -> int:
+        """Move every job of pool `source` (no longer served) to `target`; how many moved.
+        Raises ValueError while a consumer of `source` is live."""
+        moved = 0
+        while True:
+            r = self.run(calls.move_pool(self.keys, self.settings, source=source, target=target))
+            if r.state == "live":
+                raise ValueError(f"pool {source!r} still has a live consumer")
+            moved += r.moved
+            if r.state == "done":
+                return moved

@@ -1,0 +1,318 @@
+"""One function per script: it builds the script's KEYS and ARGV and decodes its answer.
+
+A `Call` is run by `Store.run` (asyncio) or `SyncStore.run` (threads, the master). `now` is
+None in production (the scripts read the server's clock) and explicit milliseconds in tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from jobs.settings import Settings
+from jobs.store.keys import Keys
+from jobs.store.types import Beat, Claimed, Recorded, Recovered, Registered, Try, Written
+
+T = TypeVar("T")
+
+# jobs one recover or sweep call moves at most, so that no call blocks Redis for long
+RECOVER_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    script: str
+    keys: list[str]
+    args: list[Any]
+    decode: Callable[[Any], T]
+
+
+def _now(now: int | None) -> str:
+    return "" if now is None else str(now)
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+def _recover_args(s: Settings, batch: int, pool: str) -> list[Any]:
+    # the order recover_options() in _lib.lua reads them
+    return [s.max_crashes, s.dlq_max, s.keep_result_seconds * 1000, _ms(s.max_backoff), batch, pool]
+
+
+def enqueue(
+    k: Keys,
+    s: Settings,
+    *,
+    job_id: str,
+    name: str,
+    pool: str,
+    data: str,
+    delay_ms: int,
+    priority: int,
+    attempts: int,
+    timeout: float,
+    backoff: str,
+    now: int | None = None,
+) -> Call[Written]:
+    return Call(
+        "enqueue",
+        [k.job(job_id), k.workers(pool), k.delayed(pool), k.draining(pool)],
+        [
+            k.prefix,
+            _now(now),
+            job_id,
+            delay_ms,
+            priority,
+            s.backlog_limit,
+            name,
+            pool,
+            data,
+            attempts,
+            timeout,
+            backoff,
+        ],
+        lambda r: Written(r[0], r[1], r[2] or None),
+    )
+
+
+def _tries(rows: list[Any]) -> list[Try]:
+    return [
+        Try(str(r[0]), str(r[1]), r[2], r[3], int(r[4]), int(r[5] or 1), float(r[6] or 0), r[7])
+        for r in rows
+    ]
+
+
+def claim(
+    k: Keys,
+    s: Settings,
+    *,
+    cid: str,
+    pool: str,
+    instance: str,
+    n: int,
+    now: int | None = None,
+) -> Call[Claimed]:
+    return Call(
+        "claim",
+        [
+            k.ready(cid),
+            k.active(cid),
+            k.delayed(pool),
+            k.workers(pool),
+            k.draining(pool),
+            k.worker(cid),
+        ],
+        [k.prefix, _now(now), cid, pool, n, _ms(s.lease_seconds), instance],
+        lambda r: Claimed(r[0], _tries(r[1]), None if int(r[2]) < 0 else int(r[2]) / 1000),
+    )
+
+
+def finish(
+    k: Keys,
+    s: Settings,
+    *,
+    job_id: str,
+    cid: str,
+    pool: str,
+    token: str,
+    outcome: str,
+    payload: str = "",
+    traceback: str = "",
+    retry_delay: float = 0.0,
+    wake: bool = False,
+    now: int | None = None,
+) -> Call[Recorded]:
+    return Call(
+        "finish",
+        [k.job(job_id), k.active(cid), k.delayed(pool)],
+        [
+            k.prefix,
+            _now(now),
+            job_id,
+            cid,
+            token,
+            outcome,
+            payload,
+            traceback,
+            _ms(retry_delay),
+            s.keep_result_seconds * 1000,
+            s.dlq_max,
+            pool,
+            "1" if wake else "0",
+        ],
+        lambda r: Recorded(r[0] == "ok", r[1]),
+    )
+
+
+def progress(k: Keys, *, job_id: str, token: str, value: str, now: int | None = None) -> Call[bool]:
+    return Call("progress", [k.job(job_id)], [k.prefix, _now(now), token, value], lambda r: r == 1)
+
+
+def register(
+    k: Keys,
+    s: Settings,
+    *,
+    cid: str,
+    pool: str,
+    instance: str,
+    info: str,
+    now: int | None = None,
+) -> Call[Registered]:
+    return Call(
+        "register",
+        [k.workers(pool), k.worker(cid), k.draining(pool), k.pools, k.wake(cid)],
+        [
+            k.prefix,
+            _now(now),
+            cid,
+            pool,
+            instance,
+            _ms(s.heartbeat_ttl),
+            info,
+            s.keep_result_seconds * 1000,
+        ],
+        lambda r: Registered(r[0] == "ok", r[1] if len(r) > 1 else None),
+    )
+
+
+def heartbeat(
+    k: Keys,
+    s: Settings,
+    *,
+    cid: str,
+    pool: str,
+    instance: str,
+    running: Iterable[tuple[str, str]] = (),
+    every_lease: bool = False,
+    now: int | None = None,
+) -> Call[Beat]:
+    """Renew the registration and the leases of `running` (id, token) tries; `every_lease`
+    renews all of the consumer's leases (the master keeping a busy process alive)."""
+    pairs = [part for pair in running for part in pair]
+    return Call(
+        "heartbeat",
+        [k.workers(pool), k.worker(cid), k.active(cid)],
+        [
+            k.prefix,
+            _now(now),
+            cid,
+            instance,
+            _ms(s.heartbeat_ttl),
+            _ms(s.lease_seconds),
+            s.keep_result_seconds * 1000,
+            "*" if every_lease else "",
+            *pairs,
+        ],
+        lambda r: Beat(r[0] == "gone", tuple(r[1])),
+    )
+
+
+def recover(
+    k: Keys,
+    s: Settings,
+    *,
+    cid: str,
+    pool: str,
+    instance: str = "",
+    batch: int = RECOVER_BATCH,
+    now: int | None = None,
+) -> Call[Recovered]:
+    """Hand back one batch of the jobs of consumer `cid`, if `instance` ('' for any) still
+    holds its slot."""
+    return Call(
+        "recover",
+        [k.workers(pool), k.worker(cid), k.active(cid), k.ready(cid), k.delayed(pool)],
+        [k.prefix, _now(now), *_recover_args(s, batch, pool), cid, instance],
+        lambda r: Recovered(r[0], int(r[1])),
+    )
+
+
+def sweep(
+    k: Keys,
+    s: Settings,
+    *,
+    pool: str,
+    cid: str,
+    batch: int = RECOVER_BATCH,
+    now: int | None = None,
+) -> Call[Recovered]:
+    lock_ms = max(_ms(s.heartbeat_interval * 3), 1000)
+    return Call(
+        "sweep",
+        [k.workers(pool), k.sweep(pool)],
+        [k.prefix, _now(now), *_recover_args(s, batch, pool), cid, lock_ms],
+        lambda r: Recovered(r[0], int(r[1])),
+    )
+
+
+def drain(
+    k: Keys,
+    *,
+    cid: str,
+    pool: str,
+    instance: str,
+    batch: int = RECOVER_BATCH,
+    now: int | None = None,
+) -> Call[Recovered]:
+    return Call(
+        "drain",
+        [k.draining(pool), k.ready(cid), k.worker(cid)],
+        [k.prefix, _now(now), cid, pool, instance, batch],
+        lambda r: Recovered(r[0], int(r[1])),
+    )
+
+
+def cancel(k: Keys, s: Settings, *, job_id: str, now: int | None = None) -> Call[tuple[str, str]]:
+    return Call(
+        "cancel",
+        [k.job(job_id)],
+        [k.prefix, _now(now), job_id, s.keep_result_seconds * 1000],
+        lambda r: (r[0], r[1]),
+    )
+
+
+def dlq_retry(k: Keys, *, job_id: str, now: int | None = None) -> Call[tuple[str, str]]:
+    return Call(
+        "dlq_retry", [k.job(job_id), k.dlq], [k.prefix, _now(now), job_id], lambda r: (r[0], r[1])
+    )
+
+
+def _pairs(flat: list[Any]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def dlq_delete(k: Keys, *, job_id: str, now: int | None = None) -> Call[dict[str, str] | None]:
+    return Call(
+        "dlq_delete",
+        [k.job(job_id), k.dlq],
+        [k.prefix, _now(now), job_id],
+        lambda r: _pairs(r) if r else None,
+    )
+
+
+def move_pool(
+    k: Keys,
+    s: Settings,
+    *,
+    source: str,
+    target: str,
+    batch: int = RECOVER_BATCH,
+    now: int | None = None,
+) -> Call[Recovered]:
+    return Call(
+        "move_pool",
+        [k.workers(source), k.delayed(source), k.delayed(target), k.pools],
+        [k.prefix, _now(now), *_recover_args(s, batch, source), target],
+        lambda r: Recovered(r[0], int(r[1])),
+    )
+
+
+def unserved(k: Keys, configured: Iterable[str], now: int | None = None) -> Call[dict[str, int]]:
+    return Call(
+        "unserved",
+        [k.pools],
+        [k.prefix, _now(now), *sorted(configured)],
+        lambda r: {pool: int(count) for pool, count in _pairs(r).items()},
+    )

@@ -1,0 +1,54 @@
+"""Redis key names. What each key holds is told once, in the header of `lua/_lib.lua`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """The keys of one store; `prefix` is a hash tag such as `{mq}`."""
+
+    prefix: str
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def ready(self, cid: str) -> str:
+        return f"{self.prefix}:ready:{cid}"
+
+    def active(self, cid: str) -> str:
+        return f"{self.prefix}:active:{cid}"
+
+    def wake(self, cid: str) -> str:
+        return f"{self.prefix}:wake:{cid}"
+
+    def worker(self, cid: str) -> str:
+        return f"{self.prefix}:worker:{cid}"
+
+    def delayed(self, pool: str) -> str:
+        return f"{self.prefix}:delayed:{pool}"
+
+    def workers(self, pool: str) -> str:
+        return f"{self.prefix}:workers:{pool}"
+
+    def draining(self, pool: str) -> str:
+        return f"{self.prefix}:draining:{pool}"
+
+    def sweep(self, pool: str) -> str:
+        return f"{self.prefix}:sweep:{pool}"
+
+    def node(self, name: str) -> str:
+        return f"{self.prefix}:node:{name}"
+
+    @property
+    def pools(self) -> str:
+        return f"{self.prefix}:pools"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.prefix}:stats"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.prefix}:dlq"

@@ -1,0 +1,1 @@
+"""The store's Lua scripts (package data)."""

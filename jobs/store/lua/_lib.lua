@@ -1,0 +1,198 @@
+-- The job store: every key, what it holds, and the life cycle of a job.
+-- Prepended to every script by jobs/store/scripts.py. Every key starts with the prefix P, a
+-- hash tag such as "{mq}", so every script touches one Cluster slot.
+--
+-- P:job:<id>         hash    one job: id name pool data maxAttempts timeout backoff priority
+--                            score createdAt | status worker attempts crashes claims token
+--                            startedAt completedAt failedAt result error traceback progress
+-- P:ready:<cid>      zset    jobs assigned to consumer <cid> at enqueue; score = priority score
+--                            (creation ms - priority * 2^42: higher priority first, then FIFO)
+-- P:active:<cid>     zset    tries <cid> runs; member = job id, score = lease expiry (server ms)
+-- P:wake:<cid>       list    wake-ups for <cid>: '1' (claim what you have room for) or
+--                            'abort:<id>:<token>' (stop that try); one '1' at most
+-- P:delayed:<pool>   zset    jobs of <pool> not bound to a consumer: delays, retry backoffs and
+--                            jobs handed back; score = due time (server ms). Any live consumer of
+--                            the pool claims them when due.
+-- P:workers:<pool>   zset    consumers of <pool>; score = heartbeat expiry (server ms). A draining
+--                            consumer stays here until it has handed back all it held.
+-- P:draining:<pool>  set     consumers of <pool> that take no new job (enqueue skips them)
+-- P:worker:<cid>     hash    info (JSON), instance (the process now in the slot), lastSeen
+-- P:sweep:<pool>     string  the consumer sweeping <pool> for lapsed consumers (short expiry)
+-- P:pools            set     every pool a consumer has served
+-- P:stats            hash    counters: completed failed deadLettered dlqDropped
+-- P:dlq              zset    dead-lettered job ids; score = when (server ms)
+--
+-- Life cycle (status: where the job is):
+--   enqueue    -> queued: ready:<cid>          | delayed: delayed:<pool>
+--   claim      -> active: active:<cid>, with a new token (from delayed:<pool> when due, from
+--                 ready:<cid>, or stolen from the most loaded live peer's ready queue)
+--   finish     -> completed | failed: delayed:<pool> (retry) | dead: dlq | cancelled
+--                 | queued: delayed:<pool> (handed back at shutdown)
+--   recover    -> queued: delayed:<pool>, due now (a lapsed or dead holder) | dead (crashed or
+--                 timed out too often)
+--   cancel     -> cancelled (a running try is told to abort and its end is recorded)
+--   dlq retry  -> queued: delayed:<pool>, due now, tries reset
+-- Terminal: completed, dead, cancelled. Their record expires after the keep time (a dead one
+-- leaves with its DLQ entry). A job that has not finished is in exactly one of the sets above.
+--
+-- Time is the server's: ARGV[2] is '' (use TIME) or, in tests, explicit milliseconds.
+-- Finish, progress and lease renewal take effect only under the try's token (fencing).
+if redis.replicate_commands then redis.replicate_commands() end
+local P = ARGV[1]
+local NOW = tonumber(ARGV[2])
+if not NOW then
+  local t = redis.call('TIME')
+  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local PRIORITY_STEP = 4398046511104  -- 2^42
+
+local function job_key(id) return P .. ':job:' .. id end
+local function ready_key(cid) return P .. ':ready:' .. cid end
+local function active_key(cid) return P .. ':active:' .. cid end
+local function wake_key(cid) return P .. ':wake:' .. cid end
+local function info_key(cid) return P .. ':worker:' .. cid end
+local function delayed_key(pool) return P .. ':delayed:' .. pool end
+local function workers_key(pool) return P .. ':workers:' .. pool end
+local function draining_key(pool) return P .. ':draining:' .. pool end
+local STATS = P .. ':stats'
+local DLQ = P .. ':dlq'
+
+-- One token is enough to wake a consumer: it claims everything it has room for.
+local function wake(cid)
+  local key = wake_key(cid)
+  if redis.call('LLEN', key) == 0 then redis.call('RPUSH', key, '1') end
+end
+
+-- Live consumers of a pool that take new jobs.
+local function accepting(pool)
+  local out = {}
+  for _, cid in ipairs(redis.call('ZRANGEBYSCORE', workers_key(pool), NOW, '+inf')) do
+    if redis.call('SISMEMBER', draining_key(pool), cid) == 0 then out[#out + 1] = cid end
+  end
+  return out
+end
+
+local function wake_pool(pool)
+  for _, cid in ipairs(accepting(pool)) do wake(cid) end
+end
+
+local function finished(key, status, keep)
+  redis.call('HSET', key, 'status', status, 'completedAt', NOW)
+  redis.call('HDEL', key, 'token')
+  redis.call('PEXPIRE', key, keep)
+end
+
+local function dead_letter(id, err, tb, dlq_max)
+  local key = job_key(id)
+  redis.call('HSET', key, 'status', 'dead', 'error', err, 'traceback', tb,
+    'completedAt', NOW, 'failedAt', NOW)
+  redis.call('HDEL', key, 'token')
+  redis.call('PERSIST', key)
+  redis.call('HINCRBY', STATS, 'deadLettered', 1)
+  redis.call('ZADD', DLQ, NOW, id)
+  local over = redis.call('ZCARD', DLQ) - dlq_max
+  if over > 0 then
+    for _, old in ipairs(redis.call('ZPOPMIN', DLQ, over)) do
+      if redis.call('HGET', job_key(old), 'status') == 'dead' then redis.call('DEL', job_key(old)) end
+    end
+    redis.call('HINCRBY', STATS, 'dlqDropped', math.floor(over))
+  end
+end
+
+-- The backoff before the next try, in ms, from the job's stored policy.
+local function backoff_ms(key, attempts, cap_ms)
+  local raw = redis.call('HGET', key, 'backoff')
+  local ok, policy = pcall(cjson.decode, raw or '{}')
+  if not ok or type(policy) ~= 'table' then policy = {} end
+  local delay = (tonumber(policy['delay']) or 0) * 1000
+  if policy['type'] ~= 'fixed' then delay = delay * 2 ^ math.max(attempts - 1, 0) end
+  return math.min(delay, cap_ms)
+end
+
+-- A failed try: retry after its backoff, or dead-letter when it was the last.
+local function failed_try(id, err, tb, delay_ms, o)
+  local key = job_key(id)
+  local r = redis.call('HMGET', key, 'attempts', 'maxAttempts', 'pool')
+  redis.call('HINCRBY', STATS, 'failed', 1)
+  if tonumber(r[1] or 0) >= tonumber(r[2] or 1) then
+    dead_letter(id, err, tb, o.dlq_max)
+    return 'dead'
+  end
+  if delay_ms == nil then delay_ms = backoff_ms(key, tonumber(r[1] or 1), o.max_backoff) end
+  redis.call('HSET', key, 'status', 'failed', 'error', err)
+  redis.call('HDEL', key, 'token')
+  redis.call('ZADD', delayed_key(r[3]), NOW + delay_ms, id)
+  return 'failed'
+end
+
+-- Take back a try whose holder is gone (dead, lapsed or replaced). A try that had passed its
+-- own time-out is a timed-out try; otherwise the holder's death counts as a crash of the job,
+-- not as a try, and too many crashes dead-letter it. Returns true when the job went back to
+-- its pool.
+local function orphan(id, pool, o)
+  local key = job_key(id)
+  local r = redis.call('HMGET', key, 'status', 'startedAt', 'timeout')
+  local status = r[1]
+  if not status then return false end
+  if status == 'cancelled' then
+    finished(key, 'cancelled', o.keep)
+    return false
+  end
+  if status ~= 'active' then return false end  -- a stale entry: the job lives elsewhere
+  local limit = tonumber(r[2] or NOW) + (tonumber(r[3]) or 0) * 1000
+  if limit < NOW then
+    local timeout = tonumber(r[3]) or 0
+    return failed_try(id, string.format('timed out after %g s', timeout), '', nil, o) == 'failed'
+  end
+  redis.call('HINCRBY', key, 'attempts', -1)
+  local crashes = redis.call('HINCRBY', key, 'crashes', 1)
+  if crashes >= o.max_crashes then
+    dead_letter(id, 'process died while running this job ' .. crashes .. ' times', '', o.dlq_max)
+    return false
+  end
+  redis.call('HSET', key, 'status', 'queued')
+  redis.call('HDEL', key, 'token', 'worker')
+  redis.call('ZADD', delayed_key(pool), NOW, id)
+  return true
+end
+
+-- A job waiting in a consumer's queue goes back to its pool, due now.
+local function unassign(id, pool)
+  local key = job_key(id)
+  if redis.call('HGET', key, 'status') ~= 'queued' then return false end
+  redis.call('HDEL', key, 'worker')
+  redis.call('ZADD', delayed_key(pool), NOW, id)
+  return true
+end
+
+-- Hand back up to `batch` jobs of consumer `cid` (its running tries, then its queue). When
+-- nothing is left the consumer is unregistered. Returns moved, done.
+local function hand_back(cid, pool, batch, o)
+  local moved = 0
+  for _, id in ipairs(redis.call('ZRANGE', active_key(cid), 0, batch - 1)) do
+    redis.call('ZREM', active_key(cid), id)
+    if orphan(id, pool, o) then moved = moved + 1 end
+    batch = batch - 1
+  end
+  if batch > 0 then
+    for _, id in ipairs(redis.call('ZRANGE', ready_key(cid), 0, batch - 1)) do
+      redis.call('ZREM', ready_key(cid), id)
+      if unassign(id, pool) then moved = moved + 1 end
+    end
+  end
+  local done = redis.call('ZCARD', active_key(cid)) + redis.call('ZCARD', ready_key(cid)) == 0
+  if done then
+    redis.call('ZREM', workers_key(pool), cid)
+    redis.call('SREM', draining_key(pool), cid)
+    redis.call('DEL', info_key(cid), wake_key(cid))
+  end
+  return moved, done
+end
+
+-- The options every recovering script reads from ARGV[3..8], in this order.
+local function recover_options()
+  return {
+    max_crashes = tonumber(ARGV[3]), dlq_max = tonumber(ARGV[4]), keep = tonumber(ARGV[5]),
+    max_backoff = tonumber(ARGV[6]), batch = tonumber(ARGV[7]), pool = ARGV[8],
+  }
+end

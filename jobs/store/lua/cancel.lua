@@ -1,0 +1,21 @@
+-- Cancel a job: a waiting one is removed and never runs; a running try is told to abort, and
+-- its end (or its holder's recovery) records it.
+-- KEYS[1] job:<id>
+-- ARGV[1] prefix, ARGV[2] now, ARGV[3] id, ARGV[4] keep ms
+-- Returns {outcome, previous status}: outcome is cancelled, finished or missing.
+local id = ARGV[3]
+local r = redis.call('HMGET', KEYS[1], 'status', 'pool', 'worker', 'token')
+local status, pool, worker, token = r[1], r[2], r[3], r[4]
+if not status then return {'missing', ''} end
+if status == 'completed' or status == 'dead' or status == 'cancelled' then
+  return {'finished', status}
+end
+if status == 'active' then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled')
+  redis.call('RPUSH', wake_key(worker), 'abort:' .. id .. ':' .. (token or ''))
+  return {'cancelled', status}
+end
+redis.call('ZREM', delayed_key(pool), id)
+if worker then redis.call('ZREM', ready_key(worker), id) end
+finished(KEYS[1], 'cancelled', tonumber(ARGV[4]))
+return {'cancelled', status}

@@ -1,0 +1,43 @@
+-- Record how one try ended and release its lease, only while the try holds the job.
+-- KEYS[1] job:<id>, KEYS[2] active:<cid>, KEYS[3] delayed:<pool>
+-- ARGV[1] prefix, ARGV[2] now, ARGV[3] id, ARGV[4] cid, ARGV[5] token,
+-- ARGV[6] outcome (completed|failed|dead|cancelled|requeue), ARGV[7] result JSON or error,
+-- ARGV[8] traceback, ARGV[9] retry delay ms, ARGV[10] keep ms, ARGV[11] dlq max,
+-- ARGV[12] pool, ARGV[13] '1' to wake the consumer's own loop
+-- Returns {'ok', status afterwards} or {'stale', status}: the try no longer held the job (its
+-- lease lapsed and another try took it, or it was handed back), and nothing was recorded.
+local id, cid, outcome = ARGV[3], ARGV[4], ARGV[6]
+local keep, pool = tonumber(ARGV[10]), ARGV[12]
+if ARGV[13] == '1' then wake(cid) end
+local r = redis.call('HMGET', KEYS[1], 'status', 'token')
+local status = r[1]
+if not status or r[2] ~= ARGV[5] or not redis.call('ZSCORE', KEYS[2], id) then
+  return {'stale', status or ''}
+end
+redis.call('ZREM', KEYS[2], id)
+if status == 'cancelled' then
+  finished(KEYS[1], 'cancelled', keep)
+  return {'ok', 'cancelled'}
+end
+local o = {dlq_max = tonumber(ARGV[11]), max_backoff = 0}
+if outcome == 'completed' then
+  redis.call('HSET', KEYS[1], 'result', ARGV[7])
+  redis.call('HDEL', KEYS[1], 'error')
+  redis.call('HINCRBY', STATS, 'completed', 1)
+  finished(KEYS[1], 'completed', keep)
+elseif outcome == 'failed' then
+  return {'ok', failed_try(id, ARGV[7], ARGV[8], tonumber(ARGV[9]), o)}
+elseif outcome == 'dead' then
+  redis.call('HINCRBY', STATS, 'failed', 1)
+  dead_letter(id, ARGV[7], ARGV[8], o.dlq_max)
+elseif outcome == 'cancelled' then
+  finished(KEYS[1], 'cancelled', keep)
+elseif outcome == 'requeue' then
+  -- stopped by a shutdown: not a try; back to its pool, due now
+  redis.call('HINCRBY', KEYS[1], 'attempts', -1)
+  redis.call('HSET', KEYS[1], 'status', 'queued')
+  redis.call('HDEL', KEYS[1], 'token', 'worker')
+  redis.call('ZADD', KEYS[3], NOW, id)
+  wake_pool(pool)
+end
+return {'ok', redis.call('HGET', KEYS[1], 'status')}

@@ -1,0 +1,22 @@
+-- A consumer process takes its slot: it becomes the slot's instance and is live.
+-- KEYS[1] workers:<pool>, KEYS[2] worker:<cid>, KEYS[3] draining:<pool>, KEYS[4] pools,
+-- KEYS[5] wake:<cid>
+-- ARGV[1] prefix, ARGV[2] now, ARGV[3] cid, ARGV[4] pool, ARGV[5] instance, ARGV[6] ttl ms,
+-- ARGV[7] info (JSON), ARGV[8] keep ms
+-- Returns {'ok'} or {'taken', previous instance}: the slot still holds the jobs of a previous
+-- instance, to be handed back (recover.lua) first.
+local cid, pool = ARGV[3], ARGV[4]
+local previous = redis.call('HGET', KEYS[2], 'instance')
+if previous and previous ~= ARGV[5] then
+  if redis.call('ZCARD', active_key(cid)) + redis.call('ZCARD', ready_key(cid)) > 0 then
+    return {'taken', previous}
+  end
+end
+redis.call('DEL', KEYS[5])
+redis.call('SREM', KEYS[3], cid)
+redis.call('SADD', KEYS[4], pool)
+redis.call('HSET', KEYS[2], 'instance', ARGV[5], 'info', ARGV[7], 'lastSeen', NOW, 'pool', pool)
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[8]))
+redis.call('ZADD', KEYS[1], NOW + tonumber(ARGV[6]), cid)
+wake(cid)
+return {'ok'}

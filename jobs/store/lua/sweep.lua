@@ -1,0 +1,27 @@
+-- One consumer per pool at a time (a short lock) takes back the jobs of the pool's consumers
+-- whose heartbeat lapsed, and the tries of live consumers whose lease lapsed, in a bounded batch.
+-- KEYS[1] workers:<pool>, KEYS[2] sweep:<pool>
+-- ARGV[1] prefix, ARGV[2] now, ARGV[3] max crashes, ARGV[4] dlq max, ARGV[5] keep ms,
+-- ARGV[6] max backoff ms, ARGV[7] batch, ARGV[8] pool, ARGV[9] sweeper cid, ARGV[10] lock ms
+-- Returns {state, moved}: state is locked (another consumer sweeps), done or more.
+local o = recover_options()
+local lock = redis.call('GET', KEYS[2])
+if lock and lock ~= ARGV[9] then return {'locked', 0} end
+redis.call('SET', KEYS[2], ARGV[9], 'PX', tonumber(ARGV[10]))
+local moved, budget = 0, o.batch
+for _, cid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. NOW)) do
+  if budget <= 0 then break end
+  local m, done = hand_back(cid, o.pool, budget, o)
+  moved, budget = moved + m, budget - math.max(m, 1)
+  if not done then budget = 0 end
+end
+for _, cid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], NOW, '+inf')) do
+  if budget <= 0 then break end
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', active_key(cid), '-inf', '(' .. NOW, 'LIMIT', 0, budget)) do
+    redis.call('ZREM', active_key(cid), id)
+    if orphan(id, o.pool, o) then moved = moved + 1 end
+    budget = budget - 1
+  end
+end
+if moved > 0 then wake_pool(o.pool) end
+return {budget <= 0 and 'more' or 'done', moved}

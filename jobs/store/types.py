@@ -1,0 +1,95 @@
+"""What the store's scripts answer, as named types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """A job's status; see the life cycle in `lua/_lib.lua`."""
+
+    QUEUED = "queued"
+    DELAYED = "delayed"
+    ACTIVE = "active"
+    FAILED = "failed"  # a try failed; waiting for the next one
+    COMPLETED = "completed"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({Status.COMPLETED, Status.DEAD, Status.CANCELLED})
+
+
+class Outcome(StrEnum):
+    """How a try ended, as the consumer records it."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"  # retried after a delay
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+    REQUEUE = "requeue"  # stopped by a shutdown: not a try
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What enqueue did: created, duplicate, no_consumer or backlog_full."""
+
+    outcome: str
+    status: str
+    worker: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Try:
+    """One claimed try of a job; `token` fences everything it writes."""
+
+    id: str
+    token: str
+    name: str
+    data: str | None
+    attempt: int
+    max_attempts: int
+    timeout: float
+    backoff: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A claim: `state` is ok, draining or gone (the slot has another instance)."""
+
+    state: str
+    tries: list[Try]
+    next_due: float | None  # seconds until the pool's next delayed job is due
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A finish: `recorded` is False when the try no longer held the job (stale token)."""
+
+    recorded: bool
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """A heartbeat: `gone` when this instance lost its slot; `stale` tries it no longer holds."""
+
+    gone: bool
+    stale: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """A hand-back batch: state is done, more, other (a newer instance) or locked."""
+
+    state: str
+    moved: int
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """A registration: `previous` names the instance whose jobs must be handed back first."""
+
+    ok: bool
+    previous: str | None = None
