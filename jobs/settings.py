@@ -40,6 +40,33 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
+def default_maxmemory() -> int:
+    """A quarter of the machine's memory, at least 64 MiB: the embedded server's limit."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        total = 4 * 1024**3
+    return max(64 * 1024**2, total // 4)
+
+
+_UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
+
+
+def _bytes(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    number = raw.rstrip("kmgb")
+    unit = raw[len(number) :]
+    try:
+        value = int(float(number) * _UNITS[unit])
+    except (ValueError, KeyError):
+        raise SettingsError(f"{name} must be bytes, like 536870912 or 512mb, got {raw!r}") from None
+    if value < 1024**2:
+        raise SettingsError(f"{name} must be at least 1mb, got {raw!r}")
+    return value
+
+
 def parse_pools(raw: str) -> dict[str, int]:
     """Parse `name:consumers,name:consumers` into a dict."""
     pools: dict[str, int] = {}
@@ -89,6 +116,7 @@ class Settings:
     default_backoff: float = 2.0
     max_backoff: float = 3600.0
     default_timeout: float = 300.0
+    embedded_maxmemory: int = field(default_factory=default_maxmemory)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -135,7 +163,27 @@ class Settings:
             default_attempts=_int(env, "DEFAULT_ATTEMPTS", 4, minimum=1),
             default_backoff=_float(env, "DEFAULT_BACKOFF", 2.0),
             default_timeout=_float(env, "DEFAULT_TIMEOUT", 300.0),
-        )
+            embedded_maxmemory=_bytes(env, "EMBEDDED_MAXMEMORY", default_maxmemory()),
+        ).checked()
+
+    def checked(self) -> Settings:
+        """The settings, if they agree with each other; SettingsError naming the one that
+        does not."""
+        if self.heartbeat_interval <= 0:
+            raise SettingsError("HEARTBEAT_INTERVAL must be above 0")
+        if self.heartbeat_ttl <= self.heartbeat_interval:
+            raise SettingsError(
+                f"HEARTBEAT_TTL ({self.heartbeat_ttl:g}) must be above HEARTBEAT_INTERVAL "
+                f"({self.heartbeat_interval:g}), or every consumer looks dead between beats"
+            )
+        if self.lease_seconds <= self.heartbeat_interval:
+            raise SettingsError(
+                f"LEASE_SECONDS ({self.lease_seconds:g}) must be above HEARTBEAT_INTERVAL "
+                f"({self.heartbeat_interval:g}), or running jobs lose their lease between beats"
+            )
+        if self.default_timeout <= 0:
+            raise SettingsError("DEFAULT_TIMEOUT must be above 0")
+        return self
 
     @property
     def prefix(self) -> str:

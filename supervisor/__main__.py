@@ -26,15 +26,24 @@ Configuration is read from the environment:
                         /, /health, /ready and /metrics
   GRACEFUL_TIMEOUT      seconds running jobs get to finish on SIGTERM (default 30)
   MAX_BODY_BYTES        largest request body (default 1048576)
-  BACKLOG_LIMIT         waiting jobs per pool before enqueue answers 503 (default 100000)
+  BACKLOG_LIMIT         waiting and delayed jobs per pool before enqueue answers 503
+                        (default 100000)
+  EMBEDDED_MAXMEMORY    the embedded server's memory limit, e.g. 512mb (default: a quarter
+                        of the machine's memory); past it enqueue answers 503
   JOB_MODULES           comma-separated modules that hold your @job functions
   NODE_NAME             this node's name in consumer ids (default: the host name)
   LOG_LEVEL             DEBUG, INFO, WARNING or ERROR (default INFO)
   LOG_FILE              also write the JSON log lines here, rotated daily
+HEARTBEAT_INTERVAL (1), HEARTBEAT_TTL (5), LEASE_SECONDS (10), CONSUMER_TIMEOUT (30),
+MAX_CRASHES (3), KEEP_RESULT_SECONDS (86400) and DLQ_MAX (10000) tune the job store.
 gunicorn's own knobs (timeouts, limits, keep-alive) live in gunicorn.conf.py.
 
-Signals to the master: TERM or INT drain and exit 0; HUP reloads workers and consumers;
+Signals to the master: TERM or INT drain and exit 0; HUP reloads workers and restarts
+consumers one at a time;
 TTIN/TTOU add or remove an HTTP worker; QUIT stops at once (jobs go back to the queue).
+
+Other commands:
+  python -m supervisor move-jobs OLD NEW   move the jobs of a pool removed from POOLS
 """
 
 
@@ -99,7 +108,7 @@ def move_jobs(settings: Any, source: str, target: str) -> int:
         )
         return 2
     if settings.embedded:
-        settings = settings.with_redis_url(embedded.command(settings.data_dir)[1])
+        settings = settings.with_redis_url(embedded.socket_url(settings.data_dir))
     store = SyncStore(sync_client(settings, socket_timeout=5), settings)
     try:
         moved = store.move_pool(source, target)

@@ -15,12 +15,12 @@ import subprocess
 import sys
 import threading
 import time
+from functools import partial
 from typing import Any
 
 import setproctitle
 from gunicorn import util
 from gunicorn.arbiter import Arbiter
-from prometheus_client import multiprocess
 from redis.exceptions import RedisError
 
 from jobs import logs
@@ -29,7 +29,7 @@ from jobs.pulse import Pulse
 from jobs.queue import unserved_warning
 from jobs.settings import Settings, set_settings
 from jobs.store import SyncStore, calls
-from supervisor import embedded
+from supervisor import deathsig, embedded, metric_files
 from supervisor.children import Child, clean_exit, describe
 from supervisor.node import NodeClaim, NodeTaken
 
@@ -61,7 +61,7 @@ class Master(Arbiter):  # type: ignore[misc]
         if settings.embedded:
             self.server = Child("valkey")
             # fixed once, so a restarted server is found where the children look for it
-            self.server_args, url = embedded.command(settings.data_dir)
+            self.server_args, url = embedded.command(settings.data_dir, settings.embedded_maxmemory)
             self.settings = settings = settings.with_redis_url(url)
         self.server_proc: subprocess.Popen[bytes] | None = None
         self.consumers = [
@@ -77,6 +77,10 @@ class Master(Arbiter):  # type: ignore[misc]
         self.http_not_before = 0.0
         self.redis: Any = None
         self.store: SyncStore | None = None
+        # SIGHUP restarts each pool's consumers one at a time: those still to restart, and
+        # the one restarting now with its old pid
+        self.to_roll: dict[str, list[Child]] = {}
+        self.rolling: dict[str, tuple[Child, int]] = {}
         self.node = NodeClaim(settings)
         super().__init__(app)
 
@@ -143,7 +147,7 @@ class Master(Arbiter):  # type: ignore[misc]
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             close_fds=True,
-            start_new_session=True,  # a Ctrl-C in the terminal reaches the master, not the server
+            preexec_fn=partial(deathsig.server_preexec, os.getpid()),
         )
         self.server.spawned(proc.pid)
         threading.Thread(target=self._relay, args=(proc.stdout,), daemon=True).start()
@@ -193,6 +197,7 @@ class Master(Arbiter):  # type: ignore[misc]
             if child.due() and child.name not in self.to_recover:
                 self.spawn_consumer(child)
         self.judge_consumers()
+        self.roll_consumers()
 
     def judge_consumers(self) -> None:
         """Busy is not stuck. A consumer whose loop has not turned for CONSUMER_TIMEOUT is
@@ -270,6 +275,7 @@ class Master(Arbiter):  # type: ignore[misc]
             child.pulse.close()
         child.pulse = Pulse()
         child.meta["instance"] = secrets.token_hex(8)
+        master = os.getpid()
         pid = os.fork()
         if pid:
             child.spawned(pid)
@@ -278,6 +284,8 @@ class Master(Arbiter):  # type: ignore[misc]
         # the child: drop the master's signal handling and sockets, then run the consumer
         status = 0
         try:
+            # with the master gone, hand the jobs back at once (SIGQUIT: a quick drain)
+            deathsig.die_with_parent(signal.SIGQUIT, master)
             for sig in (*self.SIGNALS, signal.SIGCHLD):
                 signal.signal(sig, signal.SIG_DFL)
             for listener in self.LISTENERS:
@@ -307,7 +315,7 @@ class Master(Arbiter):  # type: ignore[misc]
         self.reap_children()
 
     def http_exited(self, pid: int) -> None:
-        multiprocess.mark_process_dead(pid)
+        metric_files.process_died(pid)
         started = self.http_started.pop(pid, None)
         if self.stopping or started is None:
             return
@@ -328,7 +336,7 @@ class Master(Arbiter):  # type: ignore[misc]
             if status is None:
                 continue
             pid = child.pid
-            multiprocess.mark_process_dead(pid)
+            metric_files.process_died(pid)
             delay = child.exited(clean_exit(status) or self.stopping)
             level = logging.INFO if self.stopping or clean_exit(status) else logging.ERROR
             log.log(level, "%s (pid %s) %s", child.name, pid, describe(status))
@@ -360,8 +368,26 @@ class Master(Arbiter):  # type: ignore[misc]
 
     def handle_hup(self) -> None:
         super().handle_hup()
-        log.info("reloading consumers")
+        log.info("restarting consumers, one at a time in each pool")
+        self.to_roll = {}
         for child in self.consumers:
+            self.to_roll.setdefault(child.meta["pool"], []).append(child)
+
+    def roll_consumers(self) -> None:
+        """Restart the next consumer of a pool once the previous one's replacement is live
+        (its loop has turned), so a pool with two or more never loses all of them."""
+        for pool, waiting in list(self.to_roll.items()):
+            current = self.rolling.get(pool)
+            if current is not None:
+                child, old_pid = current
+                if child.pid in (0, old_pid) or child.pulse.read()[0] <= child.started:
+                    continue
+                del self.rolling[pool]
+            if not waiting:
+                del self.to_roll[pool]
+                continue
+            child = waiting.pop(0)
+            self.rolling[pool] = (child, child.pid)
             child.signal(signal.SIGTERM)
 
     # shutdown

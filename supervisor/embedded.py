@@ -41,8 +41,14 @@ def free_port() -> int:
         return port
 
 
-def command(data_dir: Path) -> tuple[list[str], str]:
-    """The server's command line and the URL to reach it, with AOF on in `data_dir`."""
+def socket_url(data_dir: Path) -> str:
+    """Where a running embedded server of `data_dir` listens (short paths only)."""
+    return f"unix://{data_dir / SOCKET_NAME}"
+
+
+def command(data_dir: Path, maxmemory: int) -> tuple[list[str], str]:
+    """The server's command line and the URL to reach it, with AOF on in `data_dir` and at most
+    `maxmemory` bytes of data (past that, writes fail: enqueue answers 503, nothing is evicted)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     sock = data_dir / SOCKET_NAME
     if len(str(sock)) <= MAX_SOCKET_PATH:
@@ -63,6 +69,8 @@ def command(data_dir: Path) -> tuple[list[str], str]:
         "everysec",
         "--save",
         "",
+        "--maxmemory",
+        str(maxmemory),
         "--maxmemory-policy",
         "noeviction",
         "--protected-mode",
