@@ -97,6 +97,10 @@ class Running:
     thread: asyncio.Future[Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.job.id, self.job.token)
+
 
 @dataclass(frozen=True, slots=True)
 class Ending:
@@ -140,10 +144,11 @@ class Consumer(Worker):
         self.threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.max_jobs, thread_name_prefix=f"job-{cid}"
         )
-        # tries by token, until their outcome is recorded (the heartbeat renews these)
-        self.running: dict[str, Running] = {}
-        # tokens of tries whose code has not ended: the slots in use
-        self.busy: set[str] = set()
+        # tries by (job id, token), until their outcome is recorded (the heartbeat renews
+        # these); a token fences one job's tries, so it is unique only with its job's id
+        self.running: dict[tuple[str, str], Running] = {}
+        # the tries whose code has not ended: the slots in use
+        self.busy: set[tuple[str, str]] = set()
         self.stopping = asyncio.Event()
         self.draining = False
         self.gone = False
@@ -259,23 +264,23 @@ class Consumer(Worker):
         run = Running(
             job, time.monotonic() + job.timeout, extra={"jobId": job.id, "jobName": job.name}
         )
-        self.running[job.token] = run
-        self.busy.add(job.token)
+        self.running[run.key] = run
+        self.busy.add(run.key)
         self.update_deadline()
         run.task = asyncio.create_task(self.run_try(run))
 
     def update_deadline(self) -> None:
-        pending = [r.deadline for r in self.running.values() if r.job.token in self.busy]
+        pending = [r.deadline for r in self.running.values() if r.key in self.busy]
         self.pulse.deadline(min(pending) if pending else 0.0)
 
     def code_ended(self, run: Running) -> None:
-        self.busy.discard(run.job.token)
+        self.busy.discard(run.key)
         self.update_deadline()
 
     def abort(self, message: str) -> None:
         _, job_id, token = message.split(":", 2)
-        run = self.running.get(token)
-        if run is None or run.job.id != job_id or run.task is None or run.stop is not None:
+        run = self.running.get((job_id, token))
+        if run is None or run.task is None or run.stop is not None:
             return
         log.info("aborting job %s", job_id, extra=run.extra)
         run.stop = "abort"
@@ -459,7 +464,7 @@ class Consumer(Worker):
                     self.pulse.loop()
                     await asyncio.sleep(0.2)
         finally:
-            self.running.pop(run.job.token, None)
+            self.running.pop(run.key, None)
 
     # shutdown
 

@@ -1,0 +1,255 @@
+"""A model-based test of the store: random interleavings of every operation against the real
+scripts, with explicit times, and the invariants checked after every step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from helpers import Valkey
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+
+from jobs.settings import Settings
+from jobs.store import TERMINAL, Keys, SyncStore, calls
+
+S = Settings(
+    pools={"p": 3},
+    key_prefix="mt",
+    heartbeat_interval=1.0,
+    heartbeat_ttl=5.0,
+    lease_seconds=10.0,
+    max_crashes=3,
+    dlq_max=1000,
+    keep_result_seconds=3600,
+    backlog_limit=1000,
+)
+K = Keys(S.prefix)
+JOBS = [f"j{i}" for i in range(8)]
+SLOTS = ["a", "b", "c"]
+OUTCOMES = ["completed", "failed", "dead", "cancelled", "requeue"]
+STEPS = {"count": 0}
+
+
+def machine(client: redis.Redis) -> type[RuleBasedStateMachine]:
+    class Store(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            client.flushall()
+            self.store = SyncStore(client, S)
+            self.now = 1_000_000
+            self.instances: dict[str, int] = {}  # slot -> generation of its live process
+            self.alive: set[str] = set()
+            self.held: dict[str, dict[str, str]] = {s: {} for s in SLOTS}  # slot -> id -> token
+            self.enqueued: set[str] = set()
+            self.completed = 0
+            self.dlq_left = 0  # dead-letter entries that left by retry or delete
+
+        def instance(self, slot: str) -> str:
+            return f"{slot}-{self.instances.get(slot, 0)}"
+
+        def run(self, call: calls.Call[Any]) -> Any:
+            STEPS["count"] += 1
+            STEPS[call.script] = STEPS.get(call.script, 0) + 1
+            return self.store.run(call)
+
+        @initialize()
+        def a_fleet_with_work(self) -> None:
+            for slot in SLOTS:
+                self.start(slot)
+            for job in JOBS[:5]:
+                self.enqueue(job, 0, 0)
+
+        @rule(slot=st.sampled_from(SLOTS))
+        def start(self, slot: str) -> None:
+            self.instances[slot] = self.instances.get(slot, 0) + 1
+            self.held[slot] = {}
+            register = calls.register(K, S, cid=slot, pool="p", instance=self.instance(slot),
+                                      info="{}", now=self.now)  # fmt: skip
+            done = self.run(register)
+            if not done.ok:
+                self.store.recover_all(slot, "p", done.previous or "", now=self.now)
+                assert self.run(register).ok
+            self.alive.add(slot)
+
+        @rule(slot=st.sampled_from(SLOTS))
+        def die(self, slot: str) -> None:
+            self.alive.discard(slot)
+
+        @rule(ms=st.sampled_from([1, 300, 1500, 5500, 11_000]))
+        def tick(self, ms: int) -> None:
+            self.now += ms
+
+        @rule(
+            job=st.sampled_from(JOBS), delay=st.sampled_from([0, 0, 2000]), prio=st.integers(-2, 2)
+        )
+        def enqueue(self, job: str, delay: int, prio: int) -> None:
+            written = self.run(
+                calls.enqueue(K, S, job_id=job, name="noop", pool="p", data="{}", delay_ms=delay,
+                              priority=prio, attempts=2, timeout=20.0, backoff="{}", now=self.now)
+            )  # fmt: skip
+            if written.outcome == "created":
+                self.enqueued.add(job)
+
+        @rule(slot=st.sampled_from(SLOTS))
+        def beat(self, slot: str) -> None:
+            if slot not in self.alive:
+                return
+            held = list(self.held[slot].items())
+            done = self.run(calls.heartbeat(K, S, cid=slot, pool="p", instance=self.instance(slot),
+                                            running=held, now=self.now))  # fmt: skip
+            if done.gone:
+                self.alive.discard(slot)
+            for job in done.stale:
+                self.held[slot].pop(job, None)
+
+        @rule(slot=st.sampled_from(SLOTS), n=st.integers(0, 4))
+        def claim(self, slot: str, n: int) -> None:
+            if slot not in self.alive:
+                return
+            claimed = self.run(calls.claim(K, S, cid=slot, pool="p", instance=self.instance(slot),
+                                           n=n, now=self.now))  # fmt: skip
+            assert len(claimed.tries) <= n
+            for t in claimed.tries:
+                for other in SLOTS:  # whoever held it before has lost it
+                    self.held[other].pop(t.id, None)
+                self.held[slot][t.id] = t.token
+
+        @rule(slot=st.sampled_from(SLOTS), n=st.integers(1, 4))
+        def claim_more(self, slot: str, n: int) -> None:
+            self.claim(slot, n)
+
+        @rule(slot=st.sampled_from(SLOTS), outcome=st.sampled_from(OUTCOMES))
+        def finish_current(self, slot: str, outcome: str) -> None:
+            self.finish(slot, outcome, False)
+
+        @rule(slot=st.sampled_from(SLOTS), outcome=st.sampled_from(OUTCOMES), stale=st.booleans())
+        def finish(self, slot: str, outcome: str, stale: bool) -> None:
+            if not self.held[slot]:
+                return
+            job, token = sorted(self.held[slot].items())[0]
+            if stale:
+                token = "0-0"
+            current = client.hget(K.job(job), "token")
+            before = client.hgetall(K.job(job))
+            done = self.run(
+                calls.finish(K, S, job_id=job, cid=slot, pool="p", token=token, outcome=outcome,
+                             payload="null", retry_delay=1.0, now=self.now)
+            )  # fmt: skip
+            if token != current:
+                assert not done.recorded
+                assert client.hgetall(K.job(job)) == before  # a stale try changes nothing
+            if done.recorded:
+                self.held[slot].pop(job)
+                if done.status == "completed":
+                    self.completed += 1
+            elif not stale:
+                self.held[slot].pop(job)
+
+        @rule(slot=st.sampled_from(SLOTS), stale=st.booleans())
+        def progress(self, slot: str, stale: bool) -> None:
+            for job, token in list(self.held[slot].items())[:1]:
+                valid = client.hget(K.job(job), "token") == token and not stale
+                stored = self.run(calls.progress(K, job_id=job, token="0-0" if stale else token,
+                                                 value="5", now=self.now))  # fmt: skip
+                if stored:
+                    assert valid
+
+        @rule(slot=st.sampled_from(SLOTS))
+        def sweep(self, slot: str) -> None:
+            if slot in self.alive:
+                self.run(calls.sweep(K, S, pool="p", cid=slot, now=self.now))
+
+        @rule(slot=st.sampled_from(SLOTS), batch=st.integers(1, 3))
+        def recover_dead(self, slot: str, batch: int) -> None:
+            if slot in self.alive:
+                return
+            self.run(calls.recover(K, S, cid=slot, pool="p", instance=self.instance(slot),
+                                   batch=batch, now=self.now))  # fmt: skip
+            self.held[slot] = {}
+
+        @rule(slot=st.sampled_from(SLOTS))
+        def drain(self, slot: str) -> None:
+            if slot in self.alive:
+                self.run(calls.drain(K, cid=slot, pool="p", instance=self.instance(slot),
+                                     now=self.now))  # fmt: skip
+
+        @rule(job=st.sampled_from(JOBS))
+        def cancel(self, job: str) -> None:
+            self.run(calls.cancel(K, S, job_id=job, now=self.now))
+
+        @rule(job=st.sampled_from(JOBS))
+        def dlq_retry(self, job: str) -> None:
+            outcome, _ = self.run(calls.dlq_retry(K, job_id=job, now=self.now))
+            if outcome == "retried":
+                self.dlq_left += 1
+
+        @rule(job=st.sampled_from(JOBS))
+        def dlq_delete(self, job: str) -> None:
+            if self.run(calls.dlq_delete(K, job_id=job, now=self.now)) is not None:
+                self.dlq_left += 1
+                self.enqueued.discard(job)
+
+        @invariant()
+        def each_unfinished_job_is_in_exactly_one_place_with_one_holder(self) -> None:
+            sets: dict[str, set[str]] = {}
+            for key in client.scan_iter(f"{S.prefix}:*"):
+                if client.type(key) == "zset" and not key.endswith(":dlq"):
+                    sets[key] = set(client.zrange(key, 0, -1))
+            for key in client.scan_iter(f"{S.prefix}:job:*"):
+                job = key.rsplit(":", 1)[1]
+                assert job in self.enqueued, f"{job} was never accepted"
+                record = client.hgetall(key)
+                status = record.get("status")
+                assert status, f"{job} has a record without a status: {record}"
+                where = [k for k, members in sets.items() if job in members]
+                actives = [k for k in where if ":active:" in k]
+                if status == "active":
+                    assert len(where) == 1 and len(actives) == 1, (job, status, where)
+                    assert record.get("token"), record
+                elif status == "cancelled" and actives:
+                    assert len(where) == 1, (job, where)  # its try runs on; its end records it
+                elif status in TERMINAL:
+                    assert where == [], (job, status, where)
+                    if status == "dead":
+                        assert client.zscore(K.dlq, job) is not None
+                    else:
+                        assert client.pttl(key) > 0, (job, status)
+                else:
+                    assert len(where) == 1 and not actives, (job, status, where)
+                    assert not record.get("token"), record
+
+        @invariant()
+        def counters_equal_the_truth(self) -> None:
+            stats = client.hgetall(K.stats)
+            assert int(stats.get("completed", 0)) == self.completed
+            dead = int(stats.get("deadLettered", 0))
+            assert dead == client.zcard(K.dlq) + self.dlq_left + int(stats.get("dlqDropped", 0))
+
+    return Store
+
+
+def test_random_interleavings_keep_every_job_in_exactly_one_place_with_one_holder(
+    valkey: Valkey,
+) -> None:
+    client = valkey.client()
+    try:
+        run_state_machine_as_test(
+            machine(client),
+            settings=settings(
+                max_examples=150,
+                stateful_step_count=50,
+                deadline=None,
+                suppress_health_check=[HealthCheck.too_slow],
+            ),
+        )
+    finally:
+        client.close()
+    print(f"model test: {STEPS}")
