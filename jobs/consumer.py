@@ -92,7 +92,8 @@ class Running:
     deadline: float  # time.monotonic() by which the try must have ended
     task: asyncio.Task[None] | None = None
     ctx: JobContext | None = None
-    # why the consumer stops the try: 'abort' (cancelled) or 'shutdown'; None while it runs
+    # why the consumer stops the try: 'abort' (cancelled), 'shutdown', or 'abandon' (this
+    # process lost its slot); None while it runs
     stop: str | None = None
     thread: asyncio.Future[Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -506,9 +507,12 @@ class Consumer(Worker):
 
     async def abandon(self) -> None:
         """This process lost its slot: stop every try without recording anything."""
-        tasks = [r.task for r in self.running.values() if r.task is not None]
-        for task in tasks:
-            task.cancel()
+        tasks = []
+        for run in self.running.values():
+            if run.task is not None:
+                run.stop = "abandon"
+                run.task.cancel()
+                tasks.append(run.task)
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.to_thread(self.heartbeat.stop)
 

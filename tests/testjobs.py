@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from typing import Any
@@ -70,3 +71,55 @@ async def block_loop(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
     """CPU-bound work done wrong: blocks the consumer's event loop."""
     time.sleep(float(data.get("seconds", 5)))  # noqa: ASYNC251 - blocking on purpose
     return {"attempt": ctx.attempt}
+
+
+def _log_run(data: dict[str, Any], **fields: Any) -> None:
+    """Append one JSON line to the file named by data["log"], when there is one."""
+    if data.get("log"):
+        with open(str(data["log"]), "a") as fh:
+            fh.write(json.dumps({"pid": os.getpid(), **fields}) + "\n")
+
+
+@job
+async def cpu_bound(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
+    """CPU-bound Python on the event loop for `seconds`, never awaiting."""
+    started = time.time()
+    end = time.monotonic() + float(data.get("seconds", 35))
+    spins = 0
+    while time.monotonic() < end:
+        spins += 1
+    return {"attempt": ctx.attempt, "pid": os.getpid(), "started": started, "spins": spins}
+
+
+@job
+async def raises_cancelled(ctx: JobContext, data: dict[str, Any]) -> None:
+    """The job's own code raises CancelledError (nobody cancelled it)."""
+    _log_run(data, attempt=ctx.attempt, at=time.time())
+    raise asyncio.CancelledError("raised by the job itself")
+
+
+@job
+async def fails_after(ctx: JobContext, data: dict[str, Any]) -> None:
+    """Runs for `seconds`, then fails; logs each run."""
+    _log_run(data, attempt=ctx.attempt, at=time.time())
+    await asyncio.sleep(float(data.get("seconds", 0.5)))
+    raise RuntimeError(f"fails after {data.get('seconds', 0.5)} s")
+
+
+@job
+def slow_thread(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
+    """A plain `def` that runs `seconds` in its thread whatever its time-out, reporting progress
+    all along; logs when each run started and ended, and how its progress calls were taken."""
+    started = time.time()
+    _log_run(data, attempt=ctx.attempt, event="start", at=started)
+    end = time.monotonic() + float(data.get("seconds", 3))
+    accepted = refused = 0
+    while time.monotonic() < end:
+        if ctx.progress_sync({"attempt": ctx.attempt, "at": time.time()}):
+            accepted += 1
+        else:
+            refused += 1
+        time.sleep(0.05)
+    _log_run(data, attempt=ctx.attempt, event="end", at=time.time(), accepted=accepted,
+             refused=refused, started=started)  # fmt: skip
+    return {"attempt": ctx.attempt, "started": started}
