@@ -240,7 +240,9 @@ class Master(Arbiter):  # type: ignore[misc]
                         child.pid,
                         stalled,
                     )
-            if now - beat_at > 2 * self.settings.heartbeat_interval + 1:
+            # a heartbeat thread silent for 1.5 beats: the master beats for it, well within
+            # HEARTBEAT_TTL (this loop turns every second)
+            if now - beat_at > 1.5 * self.settings.heartbeat_interval:
                 self.keep_alive(child)
 
     def keep_alive(self, child: Child) -> None:

@@ -123,3 +123,11 @@ def slow_thread(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
     _log_run(data, attempt=ctx.attempt, event="end", at=time.time(), accepted=accepted,
              refused=refused, started=started)  # fmt: skip
     return {"attempt": ctx.attempt, "started": started}
+
+
+@job
+async def holds_gil(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
+    """C code that never releases the GIL: the consumer's heartbeat thread cannot run."""
+    started = time.monotonic()
+    sum(range(int(data.get("n", 6 * 10**8))))
+    return {"attempt": ctx.attempt, "held": time.monotonic() - started}

@@ -313,3 +313,16 @@ def test_a_job_raising_cancelled_error_itself_is_a_failed_try_and_is_dead_letter
         final = stats(svc)
         assert final["failed"] == 2 and final["deadLettered"] == 1
         assert [d["id"] for d in svc.http.get("/dlq").json()["items"]] == [job]
+
+
+def test_a_job_holding_the_gil_past_the_heartbeat_ttl_keeps_its_lease_and_runs_once(
+    data_dir: Path,
+) -> None:
+    env = {"CONSUMERS": 2, "HEARTBEAT_TTL": 3, "LEASE_SECONDS": 3, **JOBS}
+    with running(data_dir, **env) as svc:
+        job = svc.enqueue("holds_gil", {"n": 6 * 10**8})
+        record = svc.wait_status(job, "completed", 90)
+        print(f"\nheld the GIL {record['result']['held']:.1f}s")
+        assert record["result"]["held"] > 3  # longer than the TTL and the lease
+        assert record["attempts"] == 1 and record["result"]["attempt"] == 1
+        assert "took back" not in svc.tail(400)
