@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from helpers import Valkey, children, free_port, kill_tree, wait_for  # noqa: E402
+from helpers import Valkey, children, debian_tool, free_port, kill_tree, wait_for  # noqa: E402
 
 from jobs.queue import Queue  # noqa: E402
 from jobs.settings import Settings  # noqa: E402
@@ -125,7 +125,15 @@ class Run:
 
     def wrk(self, seconds: int) -> dict[str, Any]:
         url = f"http://127.0.0.1:{self.port}/enqueue-task"
-        args = ["wrk", "-t1", "-c64", f"-d{seconds}s", "-s", str(HERE / "wrk" / "enqueue.lua"), url]
+        args = [
+            debian_tool("wrk", "wrk"),
+            "-t1",
+            "-c64",
+            f"-d{seconds}s",
+            "-s",
+            str(HERE / "wrk" / "enqueue.lua"),
+            url,
+        ]
         done = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30)
         line = next(x for x in done.stdout.splitlines() if x.startswith("WRKJSON "))
         r = json.loads(line[8:])
@@ -319,6 +327,7 @@ def main() -> None:
         "--peer", action="store_true", help="run the BullMQ peer first and print ratios"
     )
     args = parser.parse_args()
+    debian_tool("wrk", "wrk")  # the peer's run.sh needs it too
     out: dict[str, Any] = {}
     if args.peer:
         log("running the BullMQ peer")

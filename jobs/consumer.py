@@ -41,6 +41,9 @@ log = logging.getLogger("jobs.consumer")
 
 IDLE_WAIT = 1.0
 FINISH_RETRY_SECONDS = 30.0
+# after SIGQUIT (the master is gone, and with it an embedded server): give up on Redis soon;
+# the leases lapse and a restarted slot takes the jobs back
+QUIT_RETRY_SECONDS = 1.0
 MAX_ERROR_CHARS = 2000
 MAX_TRACEBACK_CHARS = 8000
 
@@ -153,6 +156,7 @@ class Consumer(Worker):
         self.stopping = asyncio.Event()
         self.draining = False
         self.gone = False
+        self.quit_at: float | None = None
         self.pulse = pulse or Pulse()
         self.info = json.dumps(
             {
@@ -288,6 +292,7 @@ class Consumer(Worker):
         run.task.cancel()
 
     def _quit(self) -> None:
+        self.quit_at = time.monotonic()
         self.settings = replace(self.settings, graceful_timeout=0)
         self.stopping.set()
 
@@ -454,6 +459,8 @@ class Consumer(Worker):
                         )
                     return
                 except RedisError as exc:
+                    if self.quit_at is not None:
+                        deadline = min(deadline, self.quit_at + QUIT_RETRY_SECONDS)
                     if time.monotonic() > deadline:
                         log.error(
                             "could not record job outcome %s: %s",

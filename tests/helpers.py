@@ -29,6 +29,22 @@ def free_port() -> int:
         return port
 
 
+def debian_tool(binary: str, package: str) -> str:
+    """The path of a program from Debian's packages, installed with apt-get when missing."""
+    import shutil
+
+    found = shutil.which(binary)
+    if found is None:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]
+        if subprocess.run(install, env=env, capture_output=True).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+            subprocess.run(install, env=env, capture_output=True, check=True)
+        found = shutil.which(binary)
+    assert found is not None, f"{binary} (Debian package {package}) could not be installed"
+    return found
+
+
 def wait_for(
     check: Callable[[], T], timeout: float = 20.0, interval: float = 0.05, what: str = ""
 ) -> T:

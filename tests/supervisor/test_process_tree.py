@@ -37,7 +37,11 @@ def test_kill_9_of_the_master_alone_leaves_no_process_and_a_restart_completes_ev
         os.kill(svc.pid, signal.SIGKILL)
         assert svc.proc is not None
         svc.proc.wait(10)
-        wait_for(lambda: not any(alive(p) for p in family), 15, what="the tree to go")
+        try:
+            wait_for(lambda: not any(alive(p) for p in family), 15, what="the tree to go")
+        except AssertionError:
+            left = [(p, Path(f"/proc/{p}/cmdline").read_bytes()) for p in family if alive(p)]
+            raise AssertionError(f"still alive after 15 s: {left}") from None
     finally:
         for p in tree(svc.pid):
             kill_tree(p)
