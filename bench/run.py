@@ -197,11 +197,13 @@ class Run:
         code = (
             "import sys; from jobs import consumer, registry, settings;"
             "s = settings.Settings.from_env(); registry.load(s.job_modules);"
-            "consumer.run(sys.argv[1], 'default', s)"
+            "consumer.run(sys.argv[1], 'default', s, sys.argv[2])"
         )
         started = time.monotonic()
         consumers = [
-            self.spawn([sys.executable, "-c", code, f"{NODE}-default-{i}"], self.env(2))
+            self.spawn(
+                [sys.executable, "-c", code, f"{NODE}-default-{i}", f"bench{i}"], self.env(2)
+            )
             for i in (1, 2)
         ]
         try:
