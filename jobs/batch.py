@@ -30,9 +30,11 @@ class ScriptBatcher:
         self.scheduled = False
 
     async def __call__(self, keys: list[str], args: list[Any]) -> Any:
+        # what can fail for one call fails here, in its caller, before it joins a batch
+        encoded = [a.encode() if isinstance(a, str) else a for a in args]
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self.pending.append((keys, args, future))
+        self.pending.append((keys, encoded, future))
         self._schedule(loop)
         return await future
 
@@ -61,6 +63,13 @@ class ScriptBatcher:
                 results = await self._execute(batch)
         except (RedisError, OSError) as exc:
             results = [exc] * len(batch)
+        except Exception as exc:  # never leave a caller without an answer
+            results = [RedisError(f"the batch failed: {type(exc).__name__}: {exc}")] * len(batch)
+        except BaseException:  # cancelled (a shutdown): the callers hear it too
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(RedisError("the batch was cancelled"))
+            raise
         for (_, _, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue

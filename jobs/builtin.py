@@ -6,12 +6,11 @@ import asyncio
 import hashlib
 import math
 import os
-import stat
-from pathlib import Path
 from typing import Any
 
 from jobs.context import JobContext
 from jobs.errors import JobInputError
+from jobs.files import OpenBeneathError, open_beneath
 from jobs.registry import job
 from jobs.settings import get_settings
 
@@ -82,20 +81,6 @@ async def data_enrichment(ctx: JobContext, data: dict[str, Any]) -> dict[str, An
     return out
 
 
-def _safe_path(root: Path, relative: str) -> Path:
-    if "\x00" in relative:
-        raise JobInputError("path must not contain NUL")
-    if not relative or os.path.isabs(relative):
-        raise JobInputError("path must be relative to the files directory")
-    if ".." in Path(relative).parts:
-        raise JobInputError("path must not contain '..'")
-    base = root.resolve()
-    target = (base / relative).resolve()
-    if base != target and base not in target.parents:
-        raise JobInputError("path leads outside the files directory")
-    return target
-
-
 @job("fileProcessing")
 def file_processing(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
     """Digest, size and line count of `content`, or of `path` inside the files directory.
@@ -112,15 +97,12 @@ def file_processing(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
         relative = data["path"]
         if not isinstance(relative, str):
             raise JobInputError("path must be a string")
-        target = _safe_path(get_settings().allowed_files_dir, relative)
         try:
-            # O_NOFOLLOW: the last component may not be swapped for a symlink after the check
-            fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError as exc:
-            raise JobInputError(f"cannot open {relative}: {exc.strerror}") from None
+            # openat2 (or a descriptor walk): no symlink, `..` or FIFO anywhere on the path
+            fd = open_beneath(get_settings().allowed_files_dir, relative)
+        except OpenBeneathError as exc:
+            raise JobInputError(str(exc)) from None
         with os.fdopen(fd, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                raise JobInputError("path is not a regular file")
             raw = fh.read(64 * 1024 * 1024 + 1)
         if len(raw) > 64 * 1024 * 1024:
             raise JobInputError("file is larger than 64 MiB")

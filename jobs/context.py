@@ -44,7 +44,8 @@ class JobContext:
             raise TypeError("progress must be a number 0-100 or a JSON object")
         if isinstance(value, int | float) and not 0 <= value <= 100:
             raise ValueError("progress must be between 0 and 100")
-        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text.encode()  # UnicodeEncodeError (a ValueError) for a lone surrogate
         if len(text) > MAX_PROGRESS_BYTES:
             raise ValueError(f"progress is larger than {MAX_PROGRESS_BYTES} bytes")
         if self.stopped.is_set():

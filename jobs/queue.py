@@ -36,18 +36,38 @@ def iso(ms: int | str | bytes | None) -> str | None:
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value % 1000:03d}Z"
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _json(raw: str | None) -> Any:
-    """A stored JSON value; anything else (never written by us) reads as null."""
+    """A stored JSON value; anything an answer could not carry (never written by us: NaN,
+    a lone surrogate, text that is not JSON) reads as null, so no record fails to show."""
     if raw is None or raw == "":
         return None
     try:
-        return json.loads(raw)
-    except ValueError:
+        value = json.loads(raw, parse_constant=_no_constant)
+        if "\\ud" in raw or "\\uD" in raw:
+            json.dumps(value, ensure_ascii=False).encode()
+        return value
+    except ValueError:  # UnicodeEncodeError included
         return None
 
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def encode_data(data: Any) -> bytes:
+    """A job's data as stored: JSON in UTF-8. InvalidJob for what JSON cannot carry."""
+    try:
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    except UnicodeEncodeError:
+        raise InvalidJob(
+            "data", "data holds a lone surrogate (\\ud800-\\udfff), not text"
+        ) from None
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidJob("data", f"data cannot be stored as JSON: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,11 +229,7 @@ class Queue:
         if job_id is None:
             ident = secrets.token_hex(16)
         elif not limits.valid_job_id(job_id):
-            raise InvalidJob(
-                "options.jobId",
-                f"jobId must be 1-{limits.MAX_JOB_ID} characters, no spaces, control characters, "
-                "colons or braces",
-            )
+            raise InvalidJob("options.jobId", limits.JOB_ID_RULE)
         else:
             ident = job_id
         call = calls.enqueue(
@@ -222,7 +238,7 @@ class Queue:
             job_id=ident,
             name=name,
             pool=pool,
-            data=_dumps(data),
+            data=encode_data(data),
             delay_ms=int(delay * 1000),
             priority=priority,
             attempts=tries,

@@ -52,6 +52,21 @@ def default_maxmemory() -> int:
 _UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
 
 
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK_NAMES or host.startswith("127.")
+
+
+def default_allowed_hosts(host: str) -> tuple[str, ...]:
+    """Bound to loopback, only loopback names reach the service (a page on another site that
+    rebinds its DNS name to 127.0.0.1 reads nothing); bound wider, any name ("*")."""
+    if is_loopback(host):
+        return tuple(dict.fromkeys((*LOOPBACK_NAMES, host)))
+    return ("*",)
+
+
 def _bytes(env: dict[str, str], name: str, default: int) -> int:
     raw = env.get(name, "").strip().lower()
     if not raw:
@@ -117,6 +132,9 @@ class Settings:
     max_backoff: float = 3600.0
     default_timeout: float = 300.0
     embedded_maxmemory: int = field(default_factory=default_maxmemory)
+    # Host header names answered; "*" answers any (the default when HOST is not loopback)
+    allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES
+    session_seconds: int = 12 * 3600  # a dashboard sign-in lasts this long
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -135,8 +153,10 @@ class Settings:
         prefix = env.get("KEY_PREFIX", "mq")
         if not prefix or any(c in prefix for c in "{}: "):
             raise SettingsError("KEY_PREFIX must be a plain name without braces, colons or spaces")
+        host = env.get("HOST", "127.0.0.1")
+        hosts = [h.strip().lower() for h in env.get("ALLOWED_HOSTS", "").split(",") if h.strip()]
         return cls(
-            host=env.get("HOST", "127.0.0.1"),
+            host=host,
             port=_int(env, "PORT", 8000),
             web_concurrency=_int(env, "WEB_CONCURRENCY", cores, minimum=1),
             pools=pools,
@@ -164,6 +184,8 @@ class Settings:
             default_backoff=_float(env, "DEFAULT_BACKOFF", 2.0),
             default_timeout=_float(env, "DEFAULT_TIMEOUT", 300.0),
             embedded_maxmemory=_bytes(env, "EMBEDDED_MAXMEMORY", default_maxmemory()),
+            allowed_hosts=tuple(hosts) or default_allowed_hosts(host),
+            session_seconds=_int(env, "SESSION_SECONDS", 12 * 3600, minimum=60),
         ).checked()
 
     def checked(self) -> Settings:
@@ -189,6 +211,16 @@ class Settings:
     def prefix(self) -> str:
         """The key prefix inside a hash tag, so every key lands on one Cluster slot."""
         return "{" + self.key_prefix + "}"
+
+    @property
+    def warnings(self) -> list[str]:
+        """Settings that work but put the jobs at risk: logged at start, listed by /ready."""
+        if self.api_key is None and not is_loopback(self.host):
+            return [
+                f"HOST is {self.host} and API_KEY is not set: anyone who reaches port "
+                f"{self.port} can enqueue, cancel and read jobs; set API_KEY"
+            ]
+        return []
 
     @property
     def embedded(self) -> bool:

@@ -19,9 +19,10 @@ from jobs import metrics, registry
 from jobs.queue import Enqueued, Queue
 from jobs.settings import Settings, get_settings
 from server import dashboard, openapi, schemas
-from server.auth import ApiKeyMiddleware, login
+from server.auth import ApiKeyMiddleware, login, logout
 from server.body import read_json
 from server.errors import HANDLERS, ApiError
+from server.guard import RequestGuard
 from server.schemas import ENQUEUE, SEED_API_JOB, SEED_MESSAGE, SEED_WORKER
 
 STARTED = time.monotonic()
@@ -157,7 +158,7 @@ async def ready(request: Request) -> Response:
     q = queue_of(request)
     try:
         live = await q.live_consumers()
-        warnings = await q.store_warnings()
+        warnings = [*q.settings.warnings, *await q.store_warnings()]
     except Exception as exc:
         return JSONResponse(
             {"status": "unavailable", "detail": f"redis: {type(exc).__name__}"}, status_code=503
@@ -244,7 +245,7 @@ async def seed_template(request: Request) -> Response:
         f"<body><h1>Job enqueued</h1><p>Job <code>{job.id}</code> ({job.name}) is {job.status}."
         f' <a href="/jobs/{job.id}">status</a></p></body></html>'
     )
-    return HTMLResponse(page, status_code=202)
+    return HTMLResponse(page)  # a page a browser opens: 200 (the job is queued, as it says)
 
 
 ROUTES = [
@@ -269,6 +270,7 @@ ROUTES = [
     Route("/template", seed_template),
     Route("/admin", dashboard_page),
     Route("/dashboard/login", login, methods=["POST"]),
+    Route("/dashboard/logout", logout, methods=["POST"]),
 ]
 
 
@@ -286,9 +288,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             await app.state.queue.close()
 
-    middleware = (
-        [Middleware(ApiKeyMiddleware, api_key=settings.api_key)] if settings.api_key else []
-    )
+    middleware = [Middleware(RequestGuard, allowed_hosts=settings.allowed_hosts)]
+    if settings.api_key:
+        middleware.append(
+            Middleware(
+                ApiKeyMiddleware,
+                api_key=settings.api_key,
+                session_seconds=settings.session_seconds,
+            )
+        )
     return Starlette(
         routes=ROUTES,
         middleware=middleware,

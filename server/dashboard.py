@@ -11,6 +11,7 @@ table{border-collapse:collapse;margin-top:1rem}td,th{padding:.3rem .8rem;border-
 .counts{display:flex;gap:1.5rem;flex-wrap:wrap}.counts div{font-size:1.6rem}.counts span{display:block;font-size:.8rem;color:#666}
 </style></head>
 <body><h1>Job queue</h1>
+<form method="post" action="/dashboard/logout" style="float:right"><button type="submit">Sign out</button></form>
 <div class="counts" id="counts"></div>
 <table><thead><tr><th>consumer</th><th>pool</th><th>host</th><th>pid</th><th>active</th><th>queued</th>
 <th>concurrency</th><th>last seen</th></tr></thead><tbody id="workers"></tbody></table>

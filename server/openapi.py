@@ -26,11 +26,13 @@ def _json(schema: Schema, description: str) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     words = {
-        400: "Malformed JSON",
+        400: "Malformed JSON, or a Host header not in ALLOWED_HOSTS",
         401: "Missing or wrong API key",
+        403: "Sent by a page of another origin",
         404: "Not found",
         409: "Already finished, or already retried",
         413: "Body too large",
+        415: "The body is not application/json",
         422: "Invalid input",
         503: "No live consumer, backlog full or store unavailable",
     }
@@ -57,7 +59,7 @@ def document_bytes() -> bytes:
 
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of the whole HTTP API."""
-    enqueue_errors = _errors(400, 401, 413, 422, 503)
+    enqueue_errors = _errors(400, 401, 403, 413, 415, 422, 503)
     accepted = {"202": _json(ENQUEUED, "Accepted"), "200": _json(ENQUEUED, "Duplicate jobId")}
     obj: Schema = {"type": "object"}
     paths: dict[str, Any] = {
@@ -104,7 +106,7 @@ def document() -> dict[str, Any]:
         "/jobs/{job_id}": {
             "parameters": _id_param(),
             "get": _get("A job's record", JOB_RECORD, 404),
-            "delete": _get("Cancel a job", JOB_RECORD, 404, 409),
+            "delete": _get("Cancel a job", JOB_RECORD, 403, 404, 409),
         },
         "/queue/stats": {"get": _get("Queue counts and consumers", obj)},
         "/dlq": {
@@ -127,13 +129,13 @@ def document() -> dict[str, Any]:
         "/dlq/{job_id}": {
             "parameters": _id_param(),
             "get": _get("A dead-lettered job", obj, 404),
-            "delete": _get("Remove a dead-lettered job", obj, 404),
+            "delete": _get("Remove a dead-lettered job", obj, 403, 404),
         },
         "/dlq/{job_id}/retry": {
             "parameters": _id_param(),
             "post": {
                 "summary": "Run a dead-lettered job again",
-                "responses": {**accepted, **_errors(401, 404, 409, 503)},
+                "responses": {**accepted, **_errors(401, 403, 404, 409, 503)},
             },
         },
         "/api/jobs": {
@@ -164,7 +166,7 @@ def document() -> dict[str, Any]:
         "/template": {
             "get": {
                 "summary": "Enqueue a job, answer HTML (seed 001)",
-                "responses": {"202": {"description": "HTML page"}, **_errors(401, 503)},
+                "responses": {"200": {"description": "HTML page"}, **_errors(401, 503)},
             }
         },
     }

@@ -1,4 +1,10 @@
-"""uvicorn's httptools protocol with bounds on the request head, which httptools leaves open."""
+"""uvicorn's httptools protocol with bounds on the request head, which httptools leaves open.
+
+Only the request line and the headers count against the bound, never the body: the parser
+reports the head's parts (`on_url`, `on_header`), and their sizes are summed exactly. A head
+still unfinished is bounded by the bytes received since it began, so a single endless header
+cannot grow httptools' buffer (past the bound by at most one read).
+"""
 
 from __future__ import annotations
 
@@ -11,40 +17,62 @@ MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 100
 
 
+class HeadTooLarge(ValueError):
+    """Raised inside a parser callback: httptools stops and reports a parser error."""
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    head_bytes = 0
-    in_head = True
+    in_head = True  # between the start of a request and the end of its headers
+    received = 0  # bytes received while in the head (an upper bound of its size)
+    head_bytes = 0  # the exact size of the head's parts reported so far
     header_count = 0
+    refused: str | None = None
 
     def data_received(self, data: bytes) -> None:
         if self.in_head:
-            self.head_bytes += len(data)
-            if self.head_bytes > MAX_HEAD_BYTES:
-                self.refuse(f"request line and headers are larger than {MAX_HEAD_BYTES} bytes")
-                return
+            self.received += len(data)
         super().data_received(data)
+        if self.in_head and self.received > MAX_HEAD_BYTES and self.refused is None:
+            self.refuse(f"request line and headers are larger than {MAX_HEAD_BYTES} bytes")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.in_head, self.header_count = True, 0
+        self.in_head, self.head_bytes, self.header_count = True, 0, 0
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self.in_head, self.received = True, 0  # what comes next is the next request's head
+
+    def on_url(self, url: bytes) -> None:
+        self.count(len(url))
+        super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_count += 1
         if self.header_count > MAX_HEADERS:
-            raise ValueError("too many headers")  # stops the parser; answered in refuse()
+            self.refused = f"more than {MAX_HEADERS} headers"
+            raise HeadTooLarge(self.refused)
+        self.count(len(name) + len(value) + 4)
         super().on_header(name, value)
 
+    def count(self, size: int) -> None:
+        self.head_bytes += size
+        if self.head_bytes > MAX_HEAD_BYTES:
+            self.refused = f"request line and headers are larger than {MAX_HEAD_BYTES} bytes"
+            raise HeadTooLarge(self.refused)
+
     def on_headers_complete(self) -> None:
-        self.in_head, self.head_bytes = False, 0
+        self.in_head, self.received = False, 0
         super().on_headers_complete()
 
     def send_400_response(self, msg: str) -> None:
-        if self.header_count > MAX_HEADERS:
-            self.refuse(f"more than {MAX_HEADERS} headers")
+        if self.refused is not None:
+            self.refuse(self.refused)
         else:
             super().send_400_response(msg)
 
     def refuse(self, detail: str) -> None:
+        self.refused = detail
         body = json.dumps({"error": "headers_too_large", "detail": detail}).encode()
         self.transport.write(
             b"".join(

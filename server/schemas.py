@@ -31,6 +31,7 @@ OPTIONS: Schema = {
             "minLength": 1,
             "maxLength": limits.MAX_JOB_ID,
             "pattern": limits.JOB_ID_PATTERN,
+            "not": {"enum": list(limits.JOB_ID_RESERVED)},
         },
         "delay": {"type": "number", "minimum": 0, "maximum": limits.MAX_DELAY},
         "attempts": {"type": "integer", "minimum": 1, "maximum": limits.MAX_ATTEMPTS},
@@ -186,6 +187,14 @@ def compile_schema(schema: Schema) -> Check:
                 raise Invalid(where, f"{where} {given} is not one of {listing}")
 
         checks.append(check_enum)
+    if "not" in schema:
+        refused = schema["not"]["enum"]  # the one use of "not" here: values refused
+
+        def check_not(value: Any, where: str) -> None:
+            if value in refused:
+                raise Invalid(where, f"{where} may not be {value!r}")
+
+        checks.append(check_not)
     if {"minLength", "maxLength", "pattern"} & schema.keys():
         low, high = schema.get("minLength", 0), schema.get("maxLength")
         pattern = re.compile(schema["pattern"]) if "pattern" in schema else None

@@ -105,6 +105,8 @@ class Master(Arbiter):  # type: ignore[misc]
         super().start()
 
     def warn_about_store(self) -> None:
+        for risk in self.settings.warnings:
+            log.warning("%s", risk)
         try:
             policy = self.redis.config_get("maxmemory-policy").get("maxmemory-policy")
         except RedisError:

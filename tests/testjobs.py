@@ -131,3 +131,9 @@ async def holds_gil(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
     started = time.monotonic()
     sum(range(int(data.get("n", 6 * 10**8))))
     return {"attempt": ctx.attempt, "held": time.monotonic() - started}
+
+
+@job
+async def bad_result(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
+    """A result JSON cannot carry: a lone surrogate, or a number past the float range."""
+    return {"text": "\udfff"} if data.get("kind") == "surrogate" else {"n": float("inf")}

@@ -120,6 +120,21 @@ class Store:
     async def progress(self, job_id: str, token: str, value: str) -> bool:
         return await self.run(calls.progress(self.keys, job_id=job_id, token=token, value=value))
 
+    async def failed_logins(self, client: str) -> tuple[int, int]:
+        """Failed dashboard logins of a client address in the current window, and the
+        seconds left of that window."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(self.keys.logins(client))
+            pipe.ttl(self.keys.logins(client))
+            count, ttl = await pipe.execute()
+        return int(count or 0), max(int(ttl), 1)
+
+    async def count_failed_login(self, client: str, window: int) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(self.keys.logins(client))
+            pipe.expire(self.keys.logins(client), window, nx=True)
+            await pipe.execute()
+
     # reads
 
     async def server_ms(self) -> int:

@@ -48,7 +48,7 @@ def enqueue(
     job_id: str,
     name: str,
     pool: str,
-    data: str,
+    data: str | bytes,
     delay_ms: int,
     priority: int,
     attempts: int,

@@ -41,6 +41,9 @@ class Keys:
     def node(self, name: str) -> str:
         return f"{self.prefix}:node:{name}"
 
+    def logins(self, client: str) -> str:
+        return f"{self.prefix}:logins:{client}"
+
     @property
     def pools(self) -> str:
         return f"{self.prefix}:pools"

@@ -21,6 +21,9 @@
 -- P:pools            set     every pool a consumer has served
 -- P:stats            hash    counters: completed failed deadLettered dlqDropped
 -- P:dlq              zset    dead-lettered job ids; score = when (server ms)
+-- P:node:<name>      string  the master that runs as NODE_NAME <name> (JSON; supervisor/node.py)
+-- P:logins:<client>  string  failed dashboard logins of a client address in this window
+--                            (server/auth.py through the store; expires with the window)
 --
 -- Life cycle (status: where the job is):
 --   enqueue    -> queued: ready:<cid>          | delayed: delayed:<pool>
