@@ -329,13 +329,14 @@ def test_bad_input_is_a_clear_4xx(svc: Service, body: str, status: int, field: s
 
 def test_body_over_the_limit_is_413_also_when_chunked(svc: Service) -> None:
     big = json.dumps({"jobName": "noop", "data": {"x": "y" * (1024 * 1024)}}).encode()
-    assert svc.http.post("/enqueue-task", content=big).status_code == 413
+    json_type = {"content-type": "application/json"}
+    assert svc.http.post("/enqueue-task", content=big, headers=json_type).status_code == 413
 
     def chunks() -> Iterator[bytes]:
         for i in range(0, len(big), 65536):
             yield big[i : i + 65536]
 
-    r = svc.http.post("/enqueue-task", content=chunks())
+    r = svc.http.post("/enqueue-task", content=chunks(), headers=json_type)
     assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
 
 
