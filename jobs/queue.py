@@ -321,9 +321,10 @@ class Queue:
             warnings.append(unserved_warning(pool, count))
         return warnings
 
-    async def live_consumers(self) -> int:
-        """How many consumers of any pool have a fresh heartbeat."""
-        return await self.store.live_consumers(await self.pools())
+    async def accepting(self) -> dict[str, int]:
+        """Each pool this node serves -> its consumers across the fleet that take new jobs."""
+        served = sorted(pool for pool, count in self.settings.pools.items() if count > 0)
+        return await self.store.accepting(served)
 
     # dead-letter queue
 

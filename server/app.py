@@ -155,20 +155,26 @@ async def health(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
+    """Ready once every pool this node serves has a consumer that takes jobs: an enqueue to any
+    of them can succeed."""
     q = queue_of(request)
     try:
-        live = await q.live_consumers()
+        accepting = await q.accepting()
         warnings = [*q.settings.warnings, *await q.store_warnings()]
     except Exception as exc:
         return JSONResponse(
             {"status": "unavailable", "detail": f"redis: {type(exc).__name__}"}, status_code=503
         )
-    if live < 1:
+    idle = [pool for pool, count in accepting.items() if count < 1]
+    if idle:
         return JSONResponse(
-            {"status": "unavailable", "detail": "no live consumer"}, status_code=503
+            {"status": "unavailable", "detail": f"no live consumer in pool(s) {', '.join(idle)}"},
+            status_code=503,
         )
     # a store that may evict jobs still works: ready, with the reason to worry
-    return JSONResponse({"status": "ready", "consumers": live, "warnings": warnings})
+    return JSONResponse(
+        {"status": "ready", "consumers": sum(accepting.values()), "warnings": warnings}
+    )
 
 
 async def metrics_endpoint(request: Request) -> Response:

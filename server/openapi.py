@@ -77,7 +77,7 @@ def document() -> dict[str, Any]:
         },
         "/ready": {
             "get": {
-                "summary": "Redis answers and a consumer is alive",
+                "summary": "Redis answers and every pool served here has a consumer taking jobs",
                 "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready"}},
             }
         },

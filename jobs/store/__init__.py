@@ -211,13 +211,16 @@ class Store:
         wait for ever unless moved. Pool -> jobs waiting in it."""
         return await self.run(calls.unserved(self.keys, configured))
 
-    async def live_consumers(self, pools: list[str]) -> int:
+    async def accepting(self, pools: list[str]) -> dict[str, int]:
+        """Pool -> how many of its consumers are live and take new jobs (not draining), as the
+        enqueue script judges them."""
         now = await self.server_ms()
         async with self.redis.pipeline(transaction=False) as pipe:
             for pool in pools:
-                pipe.zcount(self.keys.workers(pool), now, "+inf")
-            counts = await pipe.execute()
-        return int(sum(counts))
+                pipe.zrangebyscore(self.keys.workers(pool), now, "+inf")
+                pipe.smembers(self.keys.draining(pool))
+            rows = await pipe.execute()
+        return {pool: len(set(rows[2 * i]) - set(rows[2 * i + 1])) for i, pool in enumerate(pools)}
 
     async def dlq_page(self, limit: int, offset: int) -> dict[str, Any]:
         """Dead-lettered records, newest first, at most `limit` and about DLQ_PAGE_BYTES."""

@@ -34,3 +34,29 @@ def test_consumer_crashing_at_start_up_backs_off_and_master_survives(data_dir: P
         assert ready.status_code == 503 and "consumer" in ready.json()["detail"]
     finally:
         svc.stop()
+
+
+def test_ready_waits_for_a_consumer_in_every_pool_this_node_serves(data_dir: Path) -> None:
+    svc = Service(
+        data_dir, CONSUMERS=1, POOLS="worker1:1,worker2:1", JOB_MODULES="one_pool_crashes"
+    )
+    try:
+        svc.start(ready=False)
+
+        def default_takes_jobs() -> bool:
+            r = svc.http.post("/enqueue-task", json={"jobName": "noop", "data": {}})
+            return r.status_code == 202
+
+        wait_for(default_takes_jobs, 30, 0.1, "the default pool to take a job")
+        worker1 = {"jobName": "noop", "data": {}, "options": {"queue": "worker1"}}
+        wait_for(
+            lambda: svc.http.post("/enqueue-task", json=worker1).status_code == 202,
+            30,
+            0.1,
+            "pool worker1 to take a job",
+        )
+        ready = svc.http.get("/ready")
+        assert ready.status_code == 503, ready.text
+        assert "worker2" in ready.json()["detail"] and "worker1" not in ready.json()["detail"]
+    finally:
+        svc.stop()
