@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from typing import Any
@@ -21,3 +22,9 @@ async def pickup(ctx: JobContext, data: dict[str, Any]) -> None:
     if _client is None:
         _client = redis.asyncio.Redis.from_url(os.environ["REDIS_URL"])
     await _client.rpush("bench:pickup", started - float(data["t"]))
+
+
+@job
+async def hold(ctx: JobContext, data: dict[str, Any]) -> None:
+    """Keeps its consumer slot busy (bench/scrape.py: the jobs behind it wait)."""
+    await asyncio.sleep(float(data.get("seconds", 600)))

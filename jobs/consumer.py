@@ -100,6 +100,7 @@ class Running:
     stop: str | None = None
     thread: asyncio.Future[Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0  # how long the job's code ran, once it ended
 
     @property
     def key(self) -> tuple[str, str]:
@@ -271,6 +272,7 @@ class Consumer(Worker):
         )
         self.running[run.key] = run
         self.busy.add(run.key)
+        metrics.try_started(self.pool_name, job.name, job.waited)
         self.update_deadline()
         run.task = asyncio.create_task(self.run_try(run))
 
@@ -344,6 +346,7 @@ class Consumer(Worker):
                 self.pool_name,
                 self.cid,
                 partial(self.store.progress, job.id, job.token),
+                partial(self.store.log, job.id, job.token),
                 asyncio.get_running_loop(),
             )
             log.debug("job started", extra=run.extra)
@@ -362,11 +365,11 @@ class Consumer(Worker):
         except Exception as exc:
             ending = self.failure(run, exc)
         finally:
+            run.seconds = time.monotonic() - started
             if run.ctx is not None:
                 run.ctx.stopped.set()
             if not thread_started or run.thread is None or run.thread.done():
                 self.code_ended(run)
-        metrics.observe_job(self.pool_name, job.name, ending.outcome, time.monotonic() - started)
         return ending
 
     async def in_thread(self, run: Running, spec: JobSpec, ctx: JobContext, data: Any) -> Any:
@@ -448,6 +451,7 @@ class Consumer(Worker):
                     )
                     if done.recorded:
                         log.debug("job %s", done.status, extra=run.extra)
+                        metrics.try_ended(self.pool_name, run.job.name, done.status, run.seconds)
                     else:
                         log.warning(
                             "try of job %s no longer held its job (now %s): its "

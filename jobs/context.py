@@ -1,4 +1,5 @@
-"""What a running job sees: its id, its try number, progress reporting and retry requests."""
+"""What a running job sees: its id, its try number, progress, its own log lines and retry
+requests."""
 
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ class JobContext:
     worker_id: str
     # stores progress under this try's token; False when the try no longer holds the job
     write_progress: Callable[[str], Awaitable[bool]] = field(repr=False)
+    # appends a line to the job's own log under this try's token
+    write_log: Callable[[str], Awaitable[bool]] = field(repr=False)
     loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
     # set when this try is stopped (time-out, cancel, shutdown): a plain `def` job, which
     # cannot be interrupted, should check it and return
@@ -66,6 +69,22 @@ class JobContext:
             return False
         future = asyncio.run_coroutine_threadsafe(self.progress(value), self.loop)
         return future.result(timeout=10)
+
+    async def log(self, text: str) -> bool:
+        """Append a line to this job's own log, shown by GET /jobs/{id}/logs (the last 100
+        lines of at most 640 bytes each are kept). False when this try no longer holds the job."""
+        line = str(text).encode("utf-8", "replace").decode("utf-8")
+        if self.stopped.is_set():
+            return False
+        return await self.write_log(line)
+
+    def log_sync(self, text: str) -> bool:
+        """`log` for a plain `def` job, which runs in a thread."""
+        if self.loop is None:
+            raise RuntimeError("no event loop to log on")
+        if self.stopped.is_set():
+            return False
+        return asyncio.run_coroutine_threadsafe(self.log(text), self.loop).result(timeout=10)
 
     def retry(self, delay: float | None = None) -> Retry:
         """`raise ctx.retry(5)` asks for another try in 5 s (counts as a failed try)."""

@@ -1,4 +1,5 @@
-"""The queue layer: enqueue, read, cancel, stats and the dead-letter queue, over one Redis.
+"""The queue layer: enqueue, read, list, cancel, stats, history and the dead-letter queue, over
+one Redis.
 
 The HTTP routes call this; so can an application, without an HTTP hop:
 
@@ -10,6 +11,7 @@ The HTTP routes call this; so can an application, without an HTTP hop:
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,12 +21,17 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from jobs import limits
+from jobs import limits, metrics
 from jobs.connection import async_client, eviction_warning
 from jobs.errors import Conflict, InvalidJob, NotFound, Unavailable
 from jobs.registry import registry
 from jobs.settings import Settings, get_settings
-from jobs.store import Store, calls
+from jobs.store import HISTORY_FIELDS, Status, Store, calls
+
+# a bulk DLQ retry or delete handles at most this many jobs per call
+BULK_MAX = 1000
+# a listing cursor: the score (createdAt) and the id of the last job examined
+CURSOR_PATTERN = "[0-9]+:[^:]+"
 
 
 def iso(ms: int | str | bytes | None) -> str | None:
@@ -123,6 +130,44 @@ def parse_backoff(raw: Any, default: float) -> Backoff:
     return Backoff(kind, float(delay))
 
 
+def tries(raw: str | None) -> list[dict[str, Any]]:
+    """A record's tries, oldest first, in the shape of GET /jobs/{id}."""
+    stored = _json(raw)
+    if not isinstance(stored, list):
+        return []
+    return [
+        {
+            "attempt": t.get("attempt"),
+            "startedAt": iso(t.get("startedAt")),
+            "endedAt": iso(t.get("endedAt")),
+            "consumer": t.get("consumer") or None,
+            "outcome": t.get("outcome"),
+            "error": t.get("error") or None,
+        }
+        for t in stored
+        if isinstance(t, dict)
+    ]
+
+
+def summary(raw: dict[str, str | None]) -> dict[str, Any]:
+    """A listed job (GET /jobs): the record without its data, result and tries."""
+    return {
+        "id": raw["id"],
+        "jobName": raw.get("name"),
+        "status": raw.get("status"),
+        "pool": raw.get("pool"),
+        "assignedWorker": raw.get("worker") or None,
+        "attempts": int(raw.get("attempts") or 0),
+        "maxAttempts": int(raw.get("maxAttempts") or 0),
+        "priority": int(raw.get("priority") or 0),
+        "progress": _json(raw.get("progress")),
+        "error": raw.get("error") or None,
+        "createdAt": iso(raw.get("createdAt")),
+        "startedAt": iso(raw.get("startedAt")),
+        "completedAt": iso(raw.get("completedAt")),
+    }
+
+
 def record(raw: dict[str, str]) -> dict[str, Any]:
     """A stored job hash in the shape of GET /jobs/{id}."""
     progress = _json(raw.get("progress"))
@@ -142,6 +187,7 @@ def record(raw: dict[str, str]) -> dict[str, Any]:
         "createdAt": iso(raw.get("createdAt")),
         "startedAt": iso(raw.get("startedAt")),
         "completedAt": iso(raw.get("completedAt")),
+        "tries": tries(raw.get("tries")),
     }
 
 
@@ -273,6 +319,67 @@ class Queue:
         raw = await self.store.job(job_id)
         return record(raw) if raw.get("id") else None
 
+    async def list_jobs(
+        self,
+        *,
+        status: str = "",
+        pool: str = "",
+        name: str = "",
+        q: str = "",
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """Jobs newest first (the shape of GET /jobs). A page may hold fewer than `limit`
+        while `cursor` is not None: each call examines a bounded part of the index."""
+        if status and status not in Status.__members__.values():
+            raise InvalidJob("status", f"status must be one of {', '.join(Status)}")
+        position = None
+        if cursor is not None:
+            if not re.fullmatch(CURSOR_PATTERN, cursor):
+                raise InvalidJob("cursor", "cursor must be one a previous page returned")
+            score, _, after = cursor.partition(":")
+            position = (score, after)
+        found: list[dict[str, Any]] = []
+        if q and position is None and limits.valid_job_id(q):
+            raw = await self.store.job(q)  # an exact id comes first, found at any depth
+            if raw.get("id") and all(
+                not want or raw.get(field) == want
+                for field, want in (("status", status), ("pool", pool), ("name", name))
+            ):
+                found.append(summary(dict(raw)))
+        page = await self.store.list_jobs(
+            status=status, pool=pool, name=name, q=q, limit=limit, cursor=position
+        )
+        found += [summary(row) for row in page.rows if not found or row["id"] != found[0]["id"]]
+        return {"jobs": found[: max(limit, 1)], "cursor": page.cursor}
+
+    async def logs(self, job_id: str) -> dict[str, Any]:
+        """The lines a job wrote with ctx.log (GET /jobs/{id}/logs)."""
+        if not (await self.store.job(job_id)).get("id"):
+            raise NotFound(f"no job {job_id!r}")
+        lines = [
+            {"at": iso(line["at"]), "text": line["text"]} for line in await self.store.logs(job_id)
+        ]
+        return {"id": job_id, "lines": lines}
+
+    async def history(self, minutes: int, pool: str | None = None) -> dict[str, Any]:
+        """Finished tries per minute over the last `minutes` (GET /queue/history)."""
+        pools = [pool] if pool else await self.pools()
+        start, series = await self.store.history(pools, minutes)
+        total = {
+            field: [sum(col) for col in zip(*(s[field] for s in series.values()), strict=True)]
+            if series
+            else [0] * minutes
+            for field in HISTORY_FIELDS
+        }
+        return {
+            "step": 60,
+            "start": iso(start),
+            "minutes": minutes,
+            "pools": series,
+            "total": total,
+        }
+
     async def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a queued, delayed or active job. NotFound if unknown, Conflict if finished."""
         outcome, previous = await self.store.run(
@@ -284,6 +391,8 @@ class Queue:
             raise Conflict(f"job {job_id!r} is already {previous}")
         stored = await self.get(job_id)
         assert stored is not None
+        if previous != Status.ACTIVE:  # a running try is counted by its consumer as it ends
+            metrics.count_cancel(stored["pool"], stored["jobName"])
         return stored
 
     async def pools(self) -> list[str]:
@@ -345,6 +454,44 @@ class Queue:
         if raw is None:
             raise NotFound(f"no dead-lettered job {job_id!r}")
         return dlq_item(raw)
+
+    async def _dead_matching(self, pool: str, name: str, q: str) -> tuple[list[str], bool]:
+        """Ids of dead-lettered jobs matching the filter, at most BULK_MAX, and whether more
+        may match."""
+        ids: list[str] = []
+        cursor = None
+        while len(ids) < BULK_MAX:
+            page = await self.store.list_jobs(
+                status=Status.DEAD, pool=pool, name=name, q=q, limit=200, cursor=cursor
+            )
+            ids += [str(row["id"]) for row in page.rows][: BULK_MAX - len(ids)]
+            if page.cursor is None:
+                return ids, False
+            score, _, after = page.cursor.partition(":")
+            cursor = (score, after)
+        return ids, True
+
+    async def dlq_retry_matching(
+        self, pool: str = "", name: str = "", q: str = ""
+    ) -> dict[str, Any]:
+        """Retry every dead-lettered job matching the filter (at most BULK_MAX per call)."""
+        ids, more = await self._dead_matching(pool, name, q)
+        retried = 0
+        for ident in ids:
+            outcome, _ = await self.store.run(calls.dlq_retry(self.store.keys, job_id=ident))
+            retried += outcome == "retried"
+        return {"retried": retried, "more": more}
+
+    async def dlq_delete_matching(
+        self, pool: str = "", name: str = "", q: str = ""
+    ) -> dict[str, Any]:
+        """Delete every dead-lettered job matching the filter (at most BULK_MAX per call)."""
+        ids, more = await self._dead_matching(pool, name, q)
+        deleted = 0
+        for ident in ids:
+            gone = await self.store.run(calls.dlq_delete(self.store.keys, job_id=ident))
+            deleted += gone is not None
+        return {"deleted": deleted, "more": more}
 
     async def dlq_retry(self, job_id: str) -> Enqueued:
         """Run a dead-lettered job again, under the same id, with fresh tries. A second retry of

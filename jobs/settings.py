@@ -123,6 +123,7 @@ class Settings:
     heartbeat_ttl: float = 5.0
     lease_seconds: float = 10.0
     keep_result_seconds: int = 86_400
+    history_seconds: int = 86_400  # per-minute counts of finished tries are kept this long
     dlq_max: int = 10_000
     max_crashes: int = 3
     consumer_timeout: float = 30.0
@@ -176,6 +177,7 @@ class Settings:
             heartbeat_ttl=_float(env, "HEARTBEAT_TTL", 5.0),
             lease_seconds=_float(env, "LEASE_SECONDS", 10.0),
             keep_result_seconds=_int(env, "KEEP_RESULT_SECONDS", 86_400, minimum=1),
+            history_seconds=_int(env, "HISTORY_SECONDS", 86_400, minimum=60),
             dlq_max=_int(env, "DLQ_MAX", 10_000, minimum=1),
             max_crashes=_int(env, "MAX_CRASHES", 3, minimum=1),
             consumer_timeout=_float(env, "CONSUMER_TIMEOUT", 30.0),

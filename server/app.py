@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
@@ -9,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -18,15 +20,28 @@ from starlette.routing import Route
 from jobs import metrics, registry
 from jobs.queue import Enqueued, Queue
 from jobs.settings import Settings, get_settings
-from server import dashboard, openapi, schemas
+from jobs.store import gauges
+from server import dashboard, events, openapi, schemas
 from server.auth import ApiKeyMiddleware, login, logout
 from server.body import read_json
 from server.errors import HANDLERS, ApiError
 from server.guard import RequestGuard
-from server.schemas import ENQUEUE, SEED_API_JOB, SEED_MESSAGE, SEED_WORKER
+from server.http_metrics import HttpMetrics
+from server.schemas import (
+    DLQ_FILTER,
+    ENQUEUE,
+    MAX_HISTORY_MINUTES,
+    MAX_LIST,
+    MAX_QUERY,
+    SEED_API_JOB,
+    SEED_MESSAGE,
+    SEED_WORKER,
+)
 
 STARTED = time.monotonic()
 MAX_OFFSET = 10_000_000
+# a scrape waits this long for the store, then answers without its values
+SCRAPE_STORE_SECONDS = 3.0
 SEED_STATUS = {
     "queued": "pending",
     "delayed": "pending",
@@ -99,6 +114,43 @@ async def get_job(request: Request) -> Response:
     return JSONResponse(job)
 
 
+async def list_jobs(request: Request) -> Response:
+    params = request.query_params
+    try:
+        limit = int(params.get("limit", "50"))
+    except ValueError:
+        raise ApiError(422, "limit must be an integer") from None
+    if not 1 <= limit <= MAX_LIST:
+        raise ApiError(422, f"limit must be 1-{MAX_LIST}")
+    q = params.get("q", "")
+    if len(q) > MAX_QUERY:
+        raise ApiError(422, f"q must be at most {MAX_QUERY} characters")
+    page = await queue_of(request).list_jobs(
+        status=params.get("status", ""),
+        pool=params.get("pool", ""),
+        name=params.get("name", ""),
+        q=q,
+        limit=limit,
+        cursor=params.get("cursor"),
+    )
+    return JSONResponse(page)
+
+
+async def job_logs(request: Request) -> Response:
+    return JSONResponse(await queue_of(request).logs(request.path_params["job_id"]))
+
+
+async def queue_history(request: Request) -> Response:
+    try:
+        minutes = int(request.query_params.get("minutes", "60"))
+    except ValueError:
+        raise ApiError(422, "minutes must be an integer") from None
+    if not 1 <= minutes <= MAX_HISTORY_MINUTES:
+        raise ApiError(422, f"minutes must be 1-{MAX_HISTORY_MINUTES}")
+    pool = request.query_params.get("pool") or None
+    return JSONResponse(await queue_of(request).history(minutes, pool))
+
+
 async def cancel_job(request: Request) -> Response:
     return JSONResponse(await queue_of(request).cancel(request.path_params["job_id"]))
 
@@ -106,6 +158,10 @@ async def cancel_job(request: Request) -> Response:
 async def job_resource(request: Request) -> Response:
     # one route per path, so that a 405 lists every method the path has in Allow
     return await (cancel_job if request.method == "DELETE" else get_job)(request)
+
+
+async def jobs_resource(request: Request) -> Response:
+    return await (seed_message if request.method == "POST" else list_jobs)(request)
 
 
 async def dlq_resource(request: Request) -> Response:
@@ -145,6 +201,16 @@ async def dlq_retry(request: Request) -> Response:
     return accepted(job, enqueued_body(job))
 
 
+async def dlq_retry_matching(request: Request) -> Response:
+    body = await read_json(request, DLQ_FILTER)
+    return JSONResponse(await queue_of(request).dlq_retry_matching(**body))
+
+
+async def dlq_delete_matching(request: Request) -> Response:
+    body = await read_json(request, DLQ_FILTER)
+    return JSONResponse(await queue_of(request).dlq_delete_matching(**body))
+
+
 async def root(request: Request) -> Response:
     return JSONResponse({"message": "Job queue service is running", "workerPID": os.getpid()})
 
@@ -177,16 +243,16 @@ async def ready(request: Request) -> Response:
     )
 
 
-async def metrics_endpoint(request: Request) -> Response:
-    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
-    from prometheus_client.multiprocess import MultiProcessCollector
+async def _store_gauges(q: Queue) -> gauges.Gauges:
+    return await gauges.read(q.redis, q.store.keys, await q.pools())
 
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry_ = CollectorRegistry()
-        MultiProcessCollector(registry_)
-    else:
-        registry_ = REGISTRY
-    return Response(generate_latest(registry_), media_type=CONTENT_TYPE_LATEST)
+
+async def metrics_endpoint(request: Request) -> Response:
+    try:
+        values = await asyncio.wait_for(_store_gauges(queue_of(request)), SCRAPE_STORE_SECONDS)
+    except (RedisError, OSError, TimeoutError):
+        values = None  # still answer: the processes' own metrics, and mq_redis_up 0
+    return Response(metrics.page(values), media_type=metrics.CONTENT_TYPE_LATEST)
 
 
 async def openapi_json(request: Request) -> Response:
@@ -263,10 +329,15 @@ ROUTES = [
     Route("/metrics", metrics_endpoint),
     Route("/openapi.json", openapi_json),
     Route("/dashboard", dashboard_page),
-    Route("/jobs", seed_message, methods=["POST"]),
+    Route("/jobs", jobs_resource, methods=["GET", "POST"]),
     Route("/jobs/{job_id}", job_resource, methods=["GET", "DELETE"]),
+    Route("/jobs/{job_id}/logs", job_logs),
     Route("/queue/stats", queue_stats),
+    Route("/queue/history", queue_history),
+    Route("/events", events.events),
     Route("/dlq", dlq_list),
+    Route("/dlq/retry-matching", dlq_retry_matching, methods=["POST"]),
+    Route("/dlq/delete-matching", dlq_delete_matching, methods=["POST"]),
     Route("/dlq/{job_id}", dlq_resource, methods=["GET", "DELETE"]),
     Route("/dlq/{job_id}/retry", dlq_retry, methods=["POST"]),
     Route("/api/jobs", seed_api_job, methods=["POST"]),
@@ -294,7 +365,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             await app.state.queue.close()
 
-    middleware = [Middleware(RequestGuard, allowed_hosts=settings.allowed_hosts)]
+    middleware = [
+        Middleware(RequestGuard, allowed_hosts=settings.allowed_hosts),
+        Middleware(HttpMetrics),
+    ]
     if settings.api_key:
         middleware.append(
             Middleware(

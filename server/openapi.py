@@ -6,14 +6,20 @@ import json
 from functools import cache
 from typing import Any
 
+from jobs.queue import CURSOR_PATTERN
 from server.schemas import (
+    DLQ_FILTER,
     ENQUEUE,
     ENQUEUED,
     ERROR,
     JOB_RECORD,
+    MAX_HISTORY_MINUTES,
+    MAX_LIST,
+    MAX_QUERY,
     SEED_API_JOB,
     SEED_MESSAGE,
     SEED_WORKER,
+    STATUSES,
     Schema,
 )
 
@@ -45,6 +51,10 @@ def _body(schema: Schema, required: bool = True) -> dict[str, Any]:
 
 def _id_param() -> list[dict[str, Any]]:
     return [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
+def _query(name: str, schema: Schema, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "schema": schema, "description": description}
 
 
 def _get(summary: str, schema: Schema | None = None, *errors: int) -> dict[str, Any]:
@@ -97,18 +107,82 @@ def document() -> dict[str, Any]:
             }
         },
         "/jobs": {
+            "get": {
+                **_get("Jobs newest first, filtered; page on with the cursor", obj, 422),
+                "parameters": [
+                    _query("status", {"type": "string", "enum": STATUSES}, "only this status"),
+                    _query("pool", {"type": "string"}, "only this pool"),
+                    _query("name", {"type": "string"}, "only this job name"),
+                    _query(
+                        "q",
+                        {"type": "string", "maxLength": MAX_QUERY},
+                        "text found in the id, the error or the data (ASCII letters in any case)",
+                    ),
+                    _query(
+                        "limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIST}, "page size"
+                    ),
+                    _query(
+                        "cursor",
+                        {"type": "string", "pattern": f"^{CURSOR_PATTERN}$"},
+                        "where the previous page stopped; a page may hold fewer than limit "
+                        "jobs while cursor is not null",
+                    ),
+                ],
+            },
             "post": {
                 "summary": "Enqueue a message job (seed 004)",
                 "requestBody": _body(SEED_MESSAGE),
                 "responses": {"202": {"description": "Accepted"}, **enqueue_errors},
-            }
+            },
         },
         "/jobs/{job_id}": {
             "parameters": _id_param(),
             "get": _get("A job's record", JOB_RECORD, 404),
             "delete": _get("Cancel a job", JOB_RECORD, 403, 404, 409),
         },
+        "/jobs/{job_id}/logs": {
+            "parameters": _id_param(),
+            "get": _get("The lines a job wrote with ctx.log", obj, 404),
+        },
         "/queue/stats": {"get": _get("Queue counts and consumers", obj)},
+        "/queue/history": {
+            "get": {
+                **_get("Finished tries per minute and pool", obj, 422),
+                "parameters": [
+                    _query(
+                        "minutes",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_HISTORY_MINUTES},
+                        "span",
+                    ),
+                    _query("pool", {"type": "string"}, "only this pool"),
+                ],
+            }
+        },
+        "/events": {
+            "get": {
+                "summary": "Job state changes as server-sent events (text/event-stream); "
+                "Last-Event-ID resumes",
+                "parameters": [
+                    _query("pool", {"type": "string"}, "only this pool"),
+                    _query("job", {"type": "string"}, "only this job id"),
+                ],
+                "responses": {"200": {"description": "An endless event stream"}, **_errors(401)},
+            }
+        },
+        "/dlq/retry-matching": {
+            "post": {
+                "summary": "Retry the dead-lettered jobs matching a filter (1000 per call)",
+                "requestBody": _body(DLQ_FILTER),
+                "responses": {"200": _json(obj, "OK"), **_errors(400, 401, 403, 415, 422)},
+            }
+        },
+        "/dlq/delete-matching": {
+            "post": {
+                "summary": "Delete the dead-lettered jobs matching a filter (1000 per call)",
+                "requestBody": _body(DLQ_FILTER),
+                "responses": {"200": _json(obj, "OK"), **_errors(400, 401, 403, 415, 422)},
+            }
+        },
         "/dlq": {
             "get": {
                 **_get("Dead-lettered jobs, newest first", obj, 422),

@@ -12,6 +12,8 @@ import json
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from server.events import stop_streams
+
 # request line plus headers, and the number of headers; past them: 431
 MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 100
@@ -64,6 +66,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.in_head, self.received = False, 0
         super().on_headers_complete()
+
+    def shutdown(self) -> None:
+        stop_streams()  # the server stops: event streams end, so that their connections close
+        super().shutdown()
 
     def send_400_response(self, msg: str) -> None:
         if self.refused is not None:

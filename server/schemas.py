@@ -68,6 +68,19 @@ SEED_API_JOB: Schema = {
 
 SEED_WORKER: Schema = {"type": "object"}
 
+MAX_QUERY = 200  # characters of a listing's text search
+MAX_LIST = 200  # jobs on one page of GET /jobs
+MAX_HISTORY_MINUTES = 1440  # the longest span of GET /queue/history
+DLQ_FILTER: Schema = {
+    "type": "object",
+    "properties": {
+        "pool": {"type": "string", "maxLength": limits.MAX_POOL_NAME},
+        "name": {"type": "string", "maxLength": limits.MAX_NAME},
+        "q": {"type": "string", "maxLength": MAX_QUERY},
+    },
+    "additionalProperties": False,
+}
+
 STATUSES = ["queued", "delayed", "active", "completed", "failed", "dead", "cancelled"]
 
 JOB_RECORD: Schema = {

@@ -35,7 +35,7 @@ Configuration is read from the environment:
   LOG_LEVEL             DEBUG, INFO, WARNING or ERROR (default INFO)
   LOG_FILE              also write the JSON log lines here, rotated daily
 HEARTBEAT_INTERVAL (1), HEARTBEAT_TTL (5), LEASE_SECONDS (10), CONSUMER_TIMEOUT (30),
-MAX_CRASHES (3), KEEP_RESULT_SECONDS (86400) and DLQ_MAX (10000) tune the job store.
+MAX_CRASHES (3), KEEP_RESULT_SECONDS (86400), HISTORY_SECONDS (86400) and DLQ_MAX (10000) tune the job store.
 gunicorn's own knobs (timeouts, limits, keep-alive) live in gunicorn.conf.py.
 
 Signals to the master: TERM or INT drain and exit 0; HUP reloads workers and restarts

@@ -23,7 +23,7 @@ from gunicorn import util
 from gunicorn.arbiter import Arbiter
 from redis.exceptions import RedisError
 
-from jobs import logs
+from jobs import logs, metrics
 from jobs.connection import eviction_warning, sync_client
 from jobs.pulse import Pulse
 from jobs.queue import unserved_warning
@@ -73,6 +73,8 @@ class Master(Arbiter):  # type: ignore[misc]
         # consumer slots whose dead process's jobs are still to be handed back: cid -> instance
         self.to_recover: dict[str, str] = {}
         self.http_started: dict[int, float] = {}
+        # HTTP workers the master itself told to stop (HUP, TTOU): not restarts
+        self.http_retired: set[int] = set()
         self.http_failures = 0
         self.http_not_before = 0.0
         self.redis: Any = None
@@ -152,6 +154,7 @@ class Master(Arbiter):  # type: ignore[misc]
             preexec_fn=partial(deathsig.server_preexec, os.getpid()),
         )
         self.server.spawned(proc.pid)
+        metrics.embedded_server_up(True)
         threading.Thread(target=self._relay, args=(proc.stdout,), daemon=True).start()
         log.info("embedded server started (pid %s) at %s", proc.pid, self.settings.redis_url)
 
@@ -273,6 +276,11 @@ class Master(Arbiter):  # type: ignore[misc]
         self.http_started[pid] = time.monotonic()
         return pid
 
+    def kill_worker(self, pid: int, sig: int) -> None:
+        if sig == signal.SIGTERM:
+            self.http_retired.add(pid)
+        super().kill_worker(pid, sig)
+
     def spawn_consumer(self, child: Child) -> None:
         pool = child.meta["pool"]
         if child.pulse is not None:
@@ -320,6 +328,10 @@ class Master(Arbiter):  # type: ignore[misc]
 
     def http_exited(self, pid: int) -> None:
         metric_files.process_died(pid)
+        retired = pid in self.http_retired
+        self.http_retired.discard(pid)
+        if not self.stopping and not retired:
+            metrics.count_restart("http")
         started = self.http_started.pop(pid, None)
         if self.stopping or started is None:
             return
@@ -341,6 +353,10 @@ class Master(Arbiter):  # type: ignore[misc]
                 continue
             pid = child.pid
             metric_files.process_died(pid)
+            if child is self.server:
+                metrics.embedded_server_up(False)
+            if not self.stopping and not self.rolled(child, pid):
+                metrics.count_restart("server" if child is self.server else "consumer")
             delay = child.exited(clean_exit(status) or self.stopping)
             level = logging.INFO if self.stopping or clean_exit(status) else logging.ERROR
             log.log(level, "%s (pid %s) %s", child.name, pid, describe(status))
@@ -349,6 +365,10 @@ class Master(Arbiter):  # type: ignore[misc]
             if delay and not self.stopping:
                 log.warning("%s keeps dying at start-up; restart in %.1fs", child.name, delay)
         self.recover_pending()
+
+    def rolled(self, child: Child, pid: int) -> bool:
+        """Whether `pid` is the process a SIGHUP's rolling restart stopped in this slot."""
+        return any(c is child and old == pid for c, old in self.rolling.values())
 
     def recover_pending(self) -> None:
         """Hand the jobs of consumers that died back to their pool, naming the dead process

@@ -137,3 +137,11 @@ async def holds_gil(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
 async def bad_result(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
     """A result JSON cannot carry: a lone surrogate, or a number past the float range."""
     return {"text": "\udfff"} if data.get("kind") == "surrogate" else {"n": float("inf")}
+
+
+@job(attempts=1)
+async def says_why(ctx: JobContext, data: dict[str, Any]) -> None:
+    """Writes a log line, then fails naming the reverse of data["reversed"]: the word is in its
+    error, not in its data (the dashboard's search finds it by its error)."""
+    await ctx.log(f"step 1 of 1: giving up on {data.get('reversed')!r}")
+    raise RuntimeError(f"gave up: {str(data.get('reversed', ''))[::-1]}")

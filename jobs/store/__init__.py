@@ -23,6 +23,7 @@ from jobs.store.types import (
     Beat,
     Claimed,
     Outcome,
+    Page,
     Recorded,
     Recovered,
     Registered,
@@ -38,6 +39,7 @@ __all__ = [
     "Claimed",
     "Keys",
     "Outcome",
+    "Page",
     "Recorded",
     "Recovered",
     "Registered",
@@ -61,6 +63,14 @@ SCRIPTS = tuple(
 BATCHED = ("enqueue", "finish")
 # the most bytes of job records one DLQ page returns (at least one record is always returned)
 DLQ_PAGE_BYTES = 4 * 1024 * 1024
+# one listing call examines at most this many index entries and reads this much data for `q`
+LIST_BUDGET = 2000
+LIST_DATA_BYTES = 8 * 1024 * 1024
+# a job's ctx.log keeps its last LOG_LINES lines of at most LOG_LINE_BYTES each (64 KiB in all)
+LOG_LINES = 100
+LOG_LINE_BYTES = 640
+# the counts of a minute of GET /queue/history
+HISTORY_FIELDS = ("completed", "failed", "deadLettered")
 
 T = TypeVar("T")
 
@@ -119,6 +129,36 @@ class Store:
 
     async def progress(self, job_id: str, token: str, value: str) -> bool:
         return await self.run(calls.progress(self.keys, job_id=job_id, token=token, value=value))
+
+    async def log(self, job_id: str, token: str, text: str) -> bool:
+        line = text.encode("utf-8", "replace")[:LOG_LINE_BYTES].decode("utf-8", "ignore")
+        return await self.run(
+            calls.log(self.keys, job_id=job_id, token=token, text=line, lines=LOG_LINES)
+        )
+
+    async def list_jobs(
+        self,
+        *,
+        status: str = "",
+        pool: str = "",
+        name: str = "",
+        q: str = "",
+        limit: int = 50,
+        cursor: tuple[str, str] | None = None,
+    ) -> Page:
+        return await self.run(
+            calls.list_jobs(
+                self.keys,
+                status=status,
+                pool=pool,
+                name=name,
+                q=q,
+                limit=limit,
+                budget=LIST_BUDGET,
+                data_bytes=LIST_DATA_BYTES,
+                cursor=cursor,
+            )
+        )
 
     async def failed_logins(self, client: str) -> tuple[int, int]:
         """Failed dashboard logins of a client address in the current window, and the
@@ -241,6 +281,47 @@ class Store:
                     break
                 records.append(raw)
         return {"records": records, "total": total, "dropped": int(dropped or 0)}
+
+    async def logs(self, job_id: str) -> list[dict[str, Any]]:
+        """The lines a job wrote with ctx.log, oldest first: {at (server ms), text}."""
+        lines: list[dict[str, Any]] = []
+        for raw in await self.redis.lrange(self.keys.logs(job_id), 0, -1):
+            try:
+                line = json.loads(raw)
+                lines.append({"at": int(line["at"]), "text": str(line["text"])})
+            except (ValueError, KeyError, TypeError):
+                continue
+        return lines
+
+    async def history(self, pools: list[str], minutes: int) -> tuple[int, dict[str, Any]]:
+        """The last `minutes` whole minutes (the current one last) of finished-try counts:
+        (the first minute's start in server ms, pool -> field -> counts, oldest first)."""
+        last = await self.server_ms() // 60_000
+        first = last - minutes + 1
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pool in pools:
+                for minute in range(first, last + 1):
+                    pipe.hmget(self.keys.minute(pool, minute), HISTORY_FIELDS)
+            rows = await pipe.execute()
+        out: dict[str, Any] = {}
+        for i, pool in enumerate(pools):
+            mine = rows[i * minutes : (i + 1) * minutes]
+            out[pool] = {
+                field: [int(row[j] or 0) for row in mine] for j, field in enumerate(HISTORY_FIELDS)
+            }
+        return first * 60_000, out
+
+    async def events(
+        self, after: str, count: int = 500, block_ms: int | None = None
+    ) -> list[tuple[str, dict[str, str]]]:
+        """Job state changes after stream id `after` ('$' for only new ones), oldest first."""
+        reply = await self.redis.xread({self.keys.events: after}, count=count, block=block_ms)
+        return [(ident, fields) for _, entries in reply or [] for ident, fields in entries]
+
+    async def first_event_id(self) -> str | None:
+        """The oldest event still kept, or None when there is none."""
+        head = await self.redis.xrange(self.keys.events, count=1)
+        return str(head[0][0]) if head else None
 
     async def dlq_record(self, job_id: str) -> dict[str, str] | None:
         if await self.redis.zscore(self.keys.dlq, job_id) is None:

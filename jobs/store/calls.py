@@ -12,12 +12,30 @@ from typing import Any, Generic, TypeVar
 
 from jobs.settings import Settings
 from jobs.store.keys import Keys
-from jobs.store.types import Beat, Claimed, Recorded, Recovered, Registered, Try, Written
+from jobs.store.types import Beat, Claimed, Page, Recorded, Recovered, Registered, Try, Written
 
 T = TypeVar("T")
 
 # jobs one recover or sweep call moves at most, so that no call blocks Redis for long
 RECOVER_BATCH = 500
+# characters of a try's error its record keeps in the job's tries
+TRY_ERROR_CHARS = 500
+# the fields list.lua answers per job (its LISTED), in order
+LISTED = (
+    "id",
+    "name",
+    "status",
+    "pool",
+    "worker",
+    "attempts",
+    "maxAttempts",
+    "priority",
+    "progress",
+    "error",
+    "createdAt",
+    "startedAt",
+    "completedAt",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +56,15 @@ def _ms(seconds: float) -> int:
 
 def _recover_args(s: Settings, batch: int, pool: str) -> list[Any]:
     # the order recover_options() in _lib.lua reads them
-    return [s.max_crashes, s.dlq_max, s.keep_result_seconds * 1000, _ms(s.max_backoff), batch, pool]
+    return [
+        s.max_crashes,
+        s.dlq_max,
+        s.keep_result_seconds * 1000,
+        _ms(s.max_backoff),
+        batch,
+        pool,
+        s.history_seconds * 1000,
+    ]
 
 
 def enqueue(
@@ -79,7 +105,17 @@ def enqueue(
 
 def _tries(rows: list[Any]) -> list[Try]:
     return [
-        Try(str(r[0]), str(r[1]), r[2], r[3], int(r[4]), int(r[5] or 1), float(r[6] or 0), r[7])
+        Try(
+            str(r[0]),
+            str(r[1]),
+            r[2],
+            r[3],
+            int(r[4]),
+            int(r[5] or 1),
+            float(r[6] or 0),
+            r[7],
+            int(r[8]) / 1000,
+        )
         for r in rows
     ]
 
@@ -141,13 +177,68 @@ def finish(
             s.dlq_max,
             pool,
             "1" if wake else "0",
+            s.history_seconds * 1000,
+            "" if outcome == "completed" else payload[:TRY_ERROR_CHARS],
         ],
         lambda r: Recorded(r[0] == "ok", r[1]),
     )
 
 
 def progress(k: Keys, *, job_id: str, token: str, value: str, now: int | None = None) -> Call[bool]:
-    return Call("progress", [k.job(job_id)], [k.prefix, _now(now), token, value], lambda r: r == 1)
+    return Call(
+        "progress", [k.job(job_id)], [k.prefix, _now(now), token, value, job_id], lambda r: r == 1
+    )
+
+
+def log(
+    k: Keys, *, job_id: str, token: str, text: str, lines: int, now: int | None = None
+) -> Call[bool]:
+    return Call(
+        "log",
+        [k.job(job_id), k.logs(job_id)],
+        [k.prefix, _now(now), token, text, lines],
+        lambda r: r == 1,
+    )
+
+
+def list_jobs(
+    k: Keys,
+    *,
+    status: str = "",
+    pool: str = "",
+    name: str = "",
+    q: str = "",
+    limit: int,
+    budget: int,
+    data_bytes: int,
+    cursor: tuple[str, str] | None = None,
+    now: int | None = None,
+) -> Call[Page]:
+    """A page of jobs, newest first; `cursor` is where the previous page stopped."""
+    score, after = cursor or ("", "")
+
+    def decode(r: Any) -> Page:
+        rows = [dict(zip(LISTED, row, strict=True)) for row in r[0]]
+        return Page(rows, f"{r[1]}:{r[2]}" if r[1] else None)
+
+    return Call(
+        "list",
+        [k.index(status or None)],
+        [
+            k.prefix,
+            _now(now),
+            score,
+            after,
+            limit,
+            budget,
+            status,
+            pool,
+            name,
+            q.lower(),
+            data_bytes,
+        ],
+        decode,
+    )
 
 
 def register(

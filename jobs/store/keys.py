@@ -41,6 +41,15 @@ class Keys:
     def node(self, name: str) -> str:
         return f"{self.prefix}:node:{name}"
 
+    def logs(self, job_id: str) -> str:
+        return f"{self.prefix}:logs:{job_id}"
+
+    def index(self, status: str | None = None) -> str:
+        return f"{self.prefix}:index" if status is None else f"{self.prefix}:index:{status}"
+
+    def minute(self, pool: str, minute: int) -> str:
+        return f"{self.prefix}:minute:{pool}:{minute}"
+
     def logins(self, client: str) -> str:
         return f"{self.prefix}:logins:{client}"
 
@@ -55,3 +64,11 @@ class Keys:
     @property
     def dlq(self) -> str:
         return f"{self.prefix}:dlq"
+
+    @property
+    def expiring(self) -> str:
+        return f"{self.prefix}:expiring"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}:events"

@@ -52,6 +52,16 @@ class Try:
     max_attempts: int
     timeout: float
     backoff: str | None
+    waited: float = 0.0  # seconds from when it was due (or created) to this claim, server time
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A page of the job listing: records (the listed fields) and the cursor of the next page,
+    None when the index has no more."""
+
+    rows: list[dict[str, str | None]]
+    cursor: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -347,7 +347,8 @@ def test_openapi_document_describes_the_api(svc: Service) -> None:
         "schema"
     ]
     assert schema["required"] == ["jobName"] and "options" in schema["properties"]
-    for path in ("/jobs/{job_id}", "/queue/stats", "/dlq", "/health", "/ready", "/metrics"):
+    for path in ("/jobs/{job_id}", "/queue/stats", "/dlq", "/health", "/ready", "/metrics",
+                 "/jobs/{job_id}/logs", "/queue/history", "/events", "/dlq/retry-matching"):  # fmt: skip
         assert path in doc["paths"]
 
 

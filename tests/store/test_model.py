@@ -3,6 +3,7 @@ scripts, with explicit times, and the invariants checked after every step."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import redis
@@ -18,7 +19,7 @@ from hypothesis.stateful import (
 )
 
 from jobs.settings import Settings
-from jobs.store import TERMINAL, Keys, SyncStore, calls
+from jobs.store import TERMINAL, Keys, Status, SyncStore, calls
 
 S = Settings(
     pools={"p": 3},
@@ -83,7 +84,7 @@ def machine(client: redis.Redis) -> type[RuleBasedStateMachine]:
         def die(self, slot: str) -> None:
             self.alive.discard(slot)
 
-        @rule(ms=st.sampled_from([1, 300, 1500, 5500, 11_000]))
+        @rule(ms=st.sampled_from([1, 300, 1500, 5500, 11_000, 3_600_001]))
         def tick(self, ms: int) -> None:
             self.now += ms
 
@@ -201,7 +202,8 @@ def machine(client: redis.Redis) -> type[RuleBasedStateMachine]:
         def each_unfinished_job_is_in_exactly_one_place_with_one_holder(self) -> None:
             sets: dict[str, set[str]] = {}
             for key in client.scan_iter(f"{S.prefix}:*"):
-                if client.type(key) == "zset" and not key.endswith(":dlq"):
+                listing = key.startswith(K.index()) or key == K.expiring
+                if client.type(key) == "zset" and not key.endswith(":dlq") and not listing:
                     sets[key] = set(client.zrange(key, 0, -1))
             for key in client.scan_iter(f"{S.prefix}:job:*"):
                 job = key.rsplit(":", 1)[1]
@@ -227,11 +229,34 @@ def machine(client: redis.Redis) -> type[RuleBasedStateMachine]:
                     assert not record.get("token"), record
 
         @invariant()
+        def each_record_is_listed_once_under_its_status_and_nothing_listed_is_gone(self) -> None:
+            records = {
+                key.rsplit(":", 1)[1]: client.hgetall(key)
+                for key in client.scan_iter(f"{S.prefix}:job:*")
+            }
+            assert set(client.zrange(K.index(), 0, -1)) == set(records)
+            by_status = {s: set(client.zrange(K.index(s), 0, -1)) for s in Status}
+            expiring = set(client.zrange(K.expiring, 0, -1))
+            running = {j for slot in SLOTS for j in client.zrange(K.active(slot), 0, -1)}
+            for job, record in records.items():
+                status = record["status"]
+                listed = [s for s, members in by_status.items() if job in members]
+                assert listed == [status], (job, status, listed)
+                finished = status == "completed" or (status == "cancelled" and job not in running)
+                assert (job in expiring) == finished, (job, status)
+                tries = json.loads(record.get("tries", "[]"))
+                assert len(tries) <= 25 and all(t["outcome"] for t in tries), tries
+            assert expiring <= set(records)
+
+        @invariant()
         def counters_equal_the_truth(self) -> None:
             stats = client.hgetall(K.stats)
             assert int(stats.get("completed", 0)) == self.completed
             dead = int(stats.get("deadLettered", 0))
             assert dead == client.zcard(K.dlq) + self.dlq_left + int(stats.get("dlqDropped", 0))
+            minutes = [client.hgetall(key) for key in client.scan_iter(f"{S.prefix}:minute:p:*")]
+            for field in ("completed", "failed", "deadLettered"):
+                assert sum(int(m.get(field, 0)) for m in minutes) == int(stats.get(field, 0))
 
     return Store
 

@@ -128,7 +128,7 @@ def test_metric_files_of_a_dead_consumer_are_folded_into_the_archive(data_dir: P
         def finished() -> float:
             total = 0.0
             for line in svc.http.get("/metrics").text.splitlines():
-                if line.startswith("mq_jobs_finished_total{"):
+                if line.startswith("mq_jobs_completed_total{"):
                     total += float(line.rsplit(" ", 1)[1])
             return total
 

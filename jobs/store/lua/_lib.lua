@@ -1,10 +1,13 @@
 -- The job store: every key, what it holds, and the life cycle of a job.
--- Prepended to every script by jobs/store/scripts.py. Every key starts with the prefix P, a
+-- Prepended to every script by `source()` in jobs/store/__init__.py. Every key starts with the prefix P, a
 -- hash tag such as "{mq}", so every script touches one Cluster slot.
 --
 -- P:job:<id>         hash    one job: id name pool data maxAttempts timeout backoff priority
 --                            score createdAt | status worker attempts crashes claims token
 --                            startedAt completedAt failedAt result error traceback progress
+--                            tries (JSON: the last MAX_TRIES tries: attempt startedAt endedAt
+--                            consumer outcome error; outcome is completed, failed, cancelled,
+--                            timed out, crashed or handed back)
 -- P:ready:<cid>      zset    jobs assigned to consumer <cid> at enqueue; score = priority score
 --                            (creation ms - priority * 2^42: higher priority first, then FIFO)
 -- P:active:<cid>     zset    tries <cid> runs; member = job id, score = lease expiry (server ms)
@@ -21,6 +24,17 @@
 -- P:pools            set     every pool a consumer has served
 -- P:stats            hash    counters: completed failed deadLettered dlqDropped
 -- P:dlq              zset    dead-lettered job ids; score = when (server ms)
+-- P:index            zset    every stored job; score = createdAt (the listing, newest first)
+-- P:index:<status>   zset    the stored jobs in <status>; score = createdAt
+-- P:expiring         zset    finished jobs (completed, cancelled); score = when the sweep deletes
+--                            the record and its index entries (the record's own TTL, an hour
+--                            later, is a backstop)
+-- P:logs:<id>        list    lines job <id> wrote with ctx.log, JSON {at, text}; capped; lives
+--                            and expires with its record
+-- P:minute:<pool>:<m> hash   completed failed deadLettered in minute m (server ms // 60000) of
+--                            <pool>; expires after the history period
+-- P:events           stream  job state changes: type id name pool status at [worker attempt
+--                            progress]; about EVENTS_KEPT entries (GET /events)
 -- P:node:<name>      string  the master that runs as NODE_NAME <name> (JSON; supervisor/node.py)
 -- P:logins:<client>  string  failed dashboard logins of a client address in this window
 --                            (server/auth.py through the store; expires with the window)
@@ -38,6 +52,7 @@
 -- Terminal: completed, dead, cancelled. Their record expires after the keep time (a dead one
 -- leaves with its DLQ entry). A job that has not finished is in exactly one of the sets above.
 --
+-- Every status change goes through set_status: it keeps P:index:<status> and tells P:events.
 -- Time is the server's: ARGV[2] is '' (use TIME) or, in tests, explicit milliseconds.
 -- Finish, progress and lease renewal take effect only under the try's token (fencing).
 if redis.replicate_commands then redis.replicate_commands() end
@@ -57,8 +72,71 @@ local function info_key(cid) return P .. ':worker:' .. cid end
 local function delayed_key(pool) return P .. ':delayed:' .. pool end
 local function workers_key(pool) return P .. ':workers:' .. pool end
 local function draining_key(pool) return P .. ':draining:' .. pool end
+local function logs_key(id) return P .. ':logs:' .. id end
+local function status_index(status) return P .. ':index:' .. status end
+local function minute_key(pool, minute) return P .. ':minute:' .. pool .. ':' .. minute end
 local STATS = P .. ':stats'
 local DLQ = P .. ':dlq'
+local INDEX = P .. ':index'
+local EXPIRING = P .. ':expiring'
+local EVENTS = P .. ':events'
+local STATUSES = {'queued', 'delayed', 'active', 'failed', 'completed', 'dead', 'cancelled'}
+local EVENTS_KEPT = 10000
+local MAX_TRIES = 25
+local BACKSTOP_MS = 3600000  -- a finished record's TTL beyond its keep time
+
+-- Tell the event stream; `extra` is a flat list of more field, value pairs.
+local function emit(event, id, name, pool, status, extra)
+  local fields = {'type', event, 'id', id, 'name', name or '', 'pool', pool or '',
+    'status', status, 'at', NOW}
+  for _, v in ipairs(extra or {}) do fields[#fields + 1] = v end
+  redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_KEPT, '*', unpack(fields))
+end
+
+-- Change a job's status: move it between the status indexes and tell the event stream.
+-- `event` names the change when it is not the status itself (started, enqueued).
+local function set_status(id, status, event, extra)
+  local key = job_key(id)
+  local r = redis.call('HMGET', key, 'status', 'createdAt', 'name', 'pool')
+  if r[1] == status then return end
+  if r[1] then redis.call('ZREM', status_index(r[1]), id) end
+  redis.call('ZADD', status_index(status), r[2] or NOW, id)
+  redis.call('HSET', key, 'status', status)
+  emit(event or status, id, r[3], r[4], status, extra)
+end
+
+-- A new record: into the listing and its status index.
+local function indexed(id, status)
+  redis.call('ZADD', INDEX, NOW, id)
+  redis.call('ZADD', status_index(status), NOW, id)
+end
+
+-- Delete a record, its log lines and its index entries.
+local function delete_job(id)
+  redis.call('DEL', job_key(id), logs_key(id))
+  redis.call('ZREM', INDEX, id)
+  redis.call('ZREM', EXPIRING, id)
+  for _, status in ipairs(STATUSES) do redis.call('ZREM', status_index(status), id) end
+end
+
+-- Count a finished try in the totals and in its pool's minute of history.
+local function count(pool, field, history_ms)
+  redis.call('HINCRBY', STATS, field, 1)
+  local key = minute_key(pool or '', math.floor(NOW / 60000))
+  if redis.call('HINCRBY', key, field, 1) == 1 then redis.call('PEXPIRE', key, history_ms) end
+end
+
+-- Append how a try ended to the job's tries (the last MAX_TRIES).
+local function record_try(id, outcome, err)
+  local key = job_key(id)
+  local r = redis.call('HMGET', key, 'tries', 'attempts', 'startedAt', 'worker')
+  local ok, tries = pcall(cjson.decode, r[1] or '[]')
+  if not ok or type(tries) ~= 'table' then tries = {} end
+  tries[#tries + 1] = {attempt = tonumber(r[2]) or 0, startedAt = tonumber(r[3]) or NOW,
+    endedAt = NOW, consumer = r[4] or '', outcome = outcome, error = err or ''}
+  while #tries > MAX_TRIES do table.remove(tries, 1) end
+  redis.call('HSET', key, 'tries', cjson.encode(tries))
+end
 
 -- One token is enough to wake a consumer: it claims everything it has room for.
 local function wake(cid)
@@ -79,27 +157,48 @@ local function wake_pool(pool)
   for _, cid in ipairs(accepting(pool)) do wake(cid) end
 end
 
-local function finished(key, status, keep)
-  redis.call('HSET', key, 'status', status, 'completedAt', NOW)
+-- A job reached a terminal status that keeps its record for `keep` ms (completed, cancelled).
+local function finished(id, status, keep)
+  local key = job_key(id)
+  set_status(id, status)
+  redis.call('HSET', key, 'completedAt', NOW)
   redis.call('HDEL', key, 'token')
-  redis.call('PEXPIRE', key, keep)
+  redis.call('PEXPIRE', key, keep + BACKSTOP_MS)
+  redis.call('PEXPIRE', logs_key(id), keep + BACKSTOP_MS)
+  redis.call('ZADD', EXPIRING, NOW + keep, id)
 end
 
-local function dead_letter(id, err, tb, dlq_max)
+local function dead_letter(id, err, tb, o)
   local key = job_key(id)
-  redis.call('HSET', key, 'status', 'dead', 'error', err, 'traceback', tb,
-    'completedAt', NOW, 'failedAt', NOW)
+  set_status(id, 'dead')
+  redis.call('HSET', key, 'error', err, 'traceback', tb, 'completedAt', NOW, 'failedAt', NOW)
   redis.call('HDEL', key, 'token')
   redis.call('PERSIST', key)
-  redis.call('HINCRBY', STATS, 'deadLettered', 1)
+  redis.call('PERSIST', logs_key(id))
+  redis.call('ZREM', EXPIRING, id)
+  count(redis.call('HGET', key, 'pool'), 'deadLettered', o.history)
   redis.call('ZADD', DLQ, NOW, id)
-  local over = redis.call('ZCARD', DLQ) - dlq_max
+  local over = redis.call('ZCARD', DLQ) - o.dlq_max
   if over > 0 then
     for _, old in ipairs(redis.call('ZPOPMIN', DLQ, over)) do
-      if redis.call('HGET', job_key(old), 'status') == 'dead' then redis.call('DEL', job_key(old)) end
+      if redis.call('HGET', job_key(old), 'status') == 'dead' then delete_job(old) end
     end
     redis.call('HINCRBY', STATS, 'dlqDropped', math.floor(over))
   end
+end
+
+-- Delete up to `batch` finished records whose keep time is over. Returns how many.
+local function prune(batch)
+  local due = redis.call('ZRANGEBYSCORE', EXPIRING, '-inf', NOW, 'LIMIT', 0, batch)
+  for _, id in ipairs(due) do
+    local status = redis.call('HGET', job_key(id), 'status')
+    if not status or status == 'completed' or status == 'cancelled' then
+      delete_job(id)
+    else
+      redis.call('ZREM', EXPIRING, id)
+    end
+  end
+  return #due
 end
 
 -- The backoff before the next try, in ms, from the job's stored policy.
@@ -116,13 +215,14 @@ end
 local function failed_try(id, err, tb, delay_ms, o)
   local key = job_key(id)
   local r = redis.call('HMGET', key, 'attempts', 'maxAttempts', 'pool')
-  redis.call('HINCRBY', STATS, 'failed', 1)
+  count(r[3], 'failed', o.history)
   if tonumber(r[1] or 0) >= tonumber(r[2] or 1) then
-    dead_letter(id, err, tb, o.dlq_max)
+    dead_letter(id, err, tb, o)
     return 'dead'
   end
   if delay_ms == nil then delay_ms = backoff_ms(key, tonumber(r[1] or 1), o.max_backoff) end
-  redis.call('HSET', key, 'status', 'failed', 'error', err)
+  set_status(id, 'failed', nil, {'attempt', r[1] or '0'})
+  redis.call('HSET', key, 'error', err)
   redis.call('HDEL', key, 'token')
   redis.call('ZADD', delayed_key(r[3]), NOW + delay_ms, id)
   return 'failed'
@@ -138,22 +238,25 @@ local function orphan(id, pool, o)
   local status = r[1]
   if not status then return false end
   if status == 'cancelled' then
-    finished(key, 'cancelled', o.keep)
+    record_try(id, 'cancelled', '')
+    finished(id, 'cancelled', o.keep)
     return false
   end
   if status ~= 'active' then return false end  -- a stale entry: the job lives elsewhere
   local limit = tonumber(r[2] or NOW) + (tonumber(r[3]) or 0) * 1000
   if limit < NOW then
-    local timeout = tonumber(r[3]) or 0
-    return failed_try(id, string.format('timed out after %g s', timeout), '', nil, o) == 'failed'
+    local message = string.format('timed out after %g s', tonumber(r[3]) or 0)
+    record_try(id, 'timed out', message)
+    return failed_try(id, message, '', nil, o) == 'failed'
   end
+  record_try(id, 'crashed', 'its process died')
   redis.call('HINCRBY', key, 'attempts', -1)
   local crashes = redis.call('HINCRBY', key, 'crashes', 1)
   if crashes >= o.max_crashes then
-    dead_letter(id, 'process died while running this job ' .. crashes .. ' times', '', o.dlq_max)
+    dead_letter(id, 'process died while running this job ' .. crashes .. ' times', '', o)
     return false
   end
-  redis.call('HSET', key, 'status', 'queued')
+  set_status(id, 'queued')
   redis.call('HDEL', key, 'token', 'worker')
   redis.call('ZADD', delayed_key(pool), NOW, id)
   return true
@@ -192,10 +295,11 @@ local function hand_back(cid, pool, batch, o)
   return moved, done
 end
 
--- The options every recovering script reads from ARGV[3..8], in this order.
+-- The options every recovering script reads from ARGV[3..9], in this order.
 local function recover_options()
   return {
     max_crashes = tonumber(ARGV[3]), dlq_max = tonumber(ARGV[4]), keep = tonumber(ARGV[5]),
     max_backoff = tonumber(ARGV[6]), batch = tonumber(ARGV[7]), pool = ARGV[8],
+    history = tonumber(ARGV[9]),
   }
 end

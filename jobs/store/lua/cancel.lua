@@ -11,11 +11,11 @@ if status == 'completed' or status == 'dead' or status == 'cancelled' then
   return {'finished', status}
 end
 if status == 'active' then
-  redis.call('HSET', KEYS[1], 'status', 'cancelled')
+  set_status(id, 'cancelled')
   redis.call('RPUSH', wake_key(worker), 'abort:' .. id .. ':' .. (token or ''))
   return {'cancelled', status}
 end
 redis.call('ZREM', delayed_key(pool), id)
 if worker then redis.call('ZREM', ready_key(worker), id) end
-finished(KEYS[1], 'cancelled', tonumber(ARGV[4]))
+finished(id, 'cancelled', tonumber(ARGV[4]))
 return {'cancelled', status}

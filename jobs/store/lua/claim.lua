@@ -7,21 +7,24 @@
 -- ARGV[7] instance
 -- Returns {state, tries, ms until the next delayed job is due or -1}: state is ok, draining or
 -- gone (the slot belongs to another instance: this one was declared dead). Each try is
--- {id, token, name, data, attempt, maxAttempts, timeout, backoff}.
+-- {id, token, name, data, attempt, maxAttempts, timeout, backoff, ms it waited (since it was
+-- due, or created)}.
 local cid, pool, n, lease = ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
 if redis.call('HGET', KEYS[6], 'instance') ~= ARGV[7] then return {'gone', {}, -1} end
 if redis.call('SISMEMBER', KEYS[5], cid) == 1 then return {'draining', {}, -1} end
 local out = {}
-local function take(id)
+local function take(id, since)
   local key = job_key(id)
   local status = redis.call('HGET', key, 'status')
   if status ~= 'queued' and status ~= 'delayed' and status ~= 'failed' then return end
   local token = redis.call('HINCRBY', key, 'claims', 1) .. '-' .. NOW
   local attempts = redis.call('HINCRBY', key, 'attempts', 1)
-  redis.call('HSET', key, 'status', 'active', 'worker', cid, 'startedAt', NOW, 'token', token)
+  set_status(id, 'active', 'started', {'worker', cid, 'attempt', attempts})
+  redis.call('HSET', key, 'worker', cid, 'startedAt', NOW, 'token', token)
   redis.call('ZADD', KEYS[2], NOW + lease, id)
-  local f = redis.call('HMGET', key, 'name', 'data', 'maxAttempts', 'timeout', 'backoff')
-  out[#out + 1] = {id, token, f[1], f[2], attempts, f[3], f[4], f[5]}
+  local f = redis.call('HMGET', key, 'name', 'data', 'maxAttempts', 'timeout', 'backoff', 'createdAt')
+  local waited = math.max(0, NOW - (since or tonumber(f[6]) or NOW))
+  out[#out + 1] = {id, token, f[1], f[2], attempts, f[3], f[4], f[5], waited}
 end
 local function pop(queue)
   while #out < n do
@@ -31,9 +34,10 @@ local function pop(queue)
   end
 end
 if n > 0 then
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', NOW, 'LIMIT', 0, n)) do
-    redis.call('ZREM', KEYS[3], id)
-    take(id)
+  local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', NOW, 'WITHSCORES', 'LIMIT', 0, n)
+  for i = 1, #due, 2 do
+    redis.call('ZREM', KEYS[3], due[i])
+    take(due[i], tonumber(due[i + 1]))
   end
   pop(KEYS[1])
   if #out < n then

@@ -26,11 +26,15 @@ local fields = {'id', id, 'name', ARGV[7], 'pool', pool, 'data', ARGV[9],
   'score', string.format('%.0f', score), 'createdAt', NOW, 'attempts', 0}
 if delay > 0 then
   redis.call('HSET', KEYS[1], 'status', 'delayed', unpack(fields))
+  indexed(id, 'delayed')
+  emit('enqueued', id, ARGV[7], pool, 'delayed')
   redis.call('ZADD', KEYS[3], NOW + delay, id)
   wake(best)  -- so that it shortens its wait to the new due time
   return {'created', 'delayed', ''}
 end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', best, unpack(fields))
+indexed(id, 'queued')
+emit('enqueued', id, ARGV[7], pool, 'queued', {'worker', best})
 redis.call('ZADD', ready_key(best), score, id)
 -- a consumer with jobs waiting already has a wake-up pending, or is full and will claim
 -- when a slot frees

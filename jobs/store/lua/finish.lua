@@ -3,7 +3,8 @@
 -- ARGV[1] prefix, ARGV[2] now, ARGV[3] id, ARGV[4] cid, ARGV[5] token,
 -- ARGV[6] outcome (completed|failed|dead|cancelled|requeue), ARGV[7] result JSON or error,
 -- ARGV[8] traceback, ARGV[9] retry delay ms, ARGV[10] keep ms, ARGV[11] dlq max,
--- ARGV[12] pool, ARGV[13] '1' to wake the consumer's own loop
+-- ARGV[12] pool, ARGV[13] '1' to wake the consumer's own loop, ARGV[14] history ms,
+-- ARGV[15] the error as the try's record keeps it (shortened)
 -- Returns {'ok', status afterwards} or {'stale', status}: the try no longer held the job (its
 -- lease lapsed and another try took it, or it was handed back), and nothing was recorded.
 local id, cid, outcome = ARGV[3], ARGV[4], ARGV[6]
@@ -16,26 +17,34 @@ if not status or r[2] ~= ARGV[5] or not redis.call('ZSCORE', KEYS[2], id) then
 end
 redis.call('ZREM', KEYS[2], id)
 if status == 'cancelled' then
-  finished(KEYS[1], 'cancelled', keep)
+  record_try(id, 'cancelled', '')
+  finished(id, 'cancelled', keep)
   return {'ok', 'cancelled'}
 end
-local o = {dlq_max = tonumber(ARGV[11]), max_backoff = 0}
+local o = {dlq_max = tonumber(ARGV[11]), max_backoff = 0, history = tonumber(ARGV[14])}
+if outcome == 'requeue' then
+  record_try(id, 'handed back', '')
+elseif outcome == 'completed' or outcome == 'cancelled' then
+  record_try(id, outcome, '')
+else
+  record_try(id, 'failed', ARGV[15])  -- failed or dead: the try failed either way
+end
 if outcome == 'completed' then
   redis.call('HSET', KEYS[1], 'result', ARGV[7])
   redis.call('HDEL', KEYS[1], 'error')
-  redis.call('HINCRBY', STATS, 'completed', 1)
-  finished(KEYS[1], 'completed', keep)
+  count(pool, 'completed', o.history)
+  finished(id, 'completed', keep)
 elseif outcome == 'failed' then
   return {'ok', failed_try(id, ARGV[7], ARGV[8], tonumber(ARGV[9]), o)}
 elseif outcome == 'dead' then
-  redis.call('HINCRBY', STATS, 'failed', 1)
-  dead_letter(id, ARGV[7], ARGV[8], o.dlq_max)
+  count(pool, 'failed', o.history)
+  dead_letter(id, ARGV[7], ARGV[8], o)
 elseif outcome == 'cancelled' then
-  finished(KEYS[1], 'cancelled', keep)
+  finished(id, 'cancelled', keep)
 elseif outcome == 'requeue' then
   -- stopped by a shutdown: not a try; back to its pool, due now
   redis.call('HINCRBY', KEYS[1], 'attempts', -1)
-  redis.call('HSET', KEYS[1], 'status', 'queued')
+  set_status(id, 'queued')
   redis.call('HDEL', KEYS[1], 'token', 'worker')
   redis.call('ZADD', KEYS[3], NOW, id)
   wake_pool(pool)

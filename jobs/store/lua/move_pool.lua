@@ -2,10 +2,10 @@
 -- bounded batch; call again while it answers more. Refused while a consumer of it is live.
 -- KEYS[1] workers:<from>, KEYS[2] delayed:<from>, KEYS[3] delayed:<to>, KEYS[4] pools
 -- ARGV[1] prefix, ARGV[2] now, ARGV[3] max crashes, ARGV[4] dlq max, ARGV[5] keep ms,
--- ARGV[6] max backoff ms, ARGV[7] batch, ARGV[8] from pool, ARGV[9] to pool
+-- ARGV[6] max backoff ms, ARGV[7] batch, ARGV[8] from pool, ARGV[9] history ms, ARGV[10] to pool
 -- Returns {state, moved}: state is live (refused), more or done.
 local o = recover_options()
-local to = ARGV[9]
+local to = ARGV[10]
 if redis.call('ZCOUNT', KEYS[1], NOW, '+inf') > 0 then return {'live', 0} end
 local budget = o.batch
 for _, cid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
