@@ -26,7 +26,7 @@ from arq.worker import Retry, Worker, func
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from jobs import metrics
+from jobs import metrics, tracing
 from jobs.connection import async_client
 from jobs.context import JobContext
 from jobs.errors import JobInputError
@@ -267,9 +267,12 @@ class Consumer(Worker):
                 await blocking.aclose(close_connection_pool=True)
 
     def start(self, job: Try) -> None:
-        run = Running(
-            job, time.monotonic() + job.timeout, extra={"jobId": job.id, "jobName": job.name}
-        )
+        extra = {"jobId": job.id, "jobName": job.name, "consumerId": self.cid}
+        if job.request_id:
+            extra["requestId"] = job.request_id
+        if job.traceparent:
+            extra["traceId"] = str(tracing.trace_id(job.traceparent))
+        run = Running(job, time.monotonic() + job.timeout, extra=extra)
         self.running[run.key] = run
         self.busy.add(run.key)
         metrics.try_started(self.pool_name, job.name, job.waited)
@@ -348,6 +351,8 @@ class Consumer(Worker):
                 partial(self.store.progress, job.id, job.token),
                 partial(self.store.log, job.id, job.token),
                 asyncio.get_running_loop(),
+                request_id=job.request_id,
+                traceparent=tracing.child(job.traceparent),
             )
             log.debug("job started", extra=run.extra)
             if spec.is_async:

@@ -38,6 +38,10 @@ class JobContext:
     # set when this try is stopped (time-out, cancel, shutdown): a plain `def` job, which
     # cannot be interrupted, should check it and return
     stopped: threading.Event = field(default_factory=threading.Event, repr=False)
+    # the request that enqueued the job, and the W3C trace context that continues its trace
+    # in this try (pass it on as the `traceparent` header of the calls the job makes)
+    request_id: str | None = None
+    traceparent: str | None = None
 
     async def progress(self, value: float | dict[str, Any]) -> bool:
         """Report progress: a number 0-100 or a small JSON object, shown by GET /jobs/{id}.

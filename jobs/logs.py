@@ -11,6 +11,8 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
+from jobs import tracing
+
 _role = "master"
 
 RESERVED = ("time", "level", "logger", "message", "pid", "role")
@@ -29,6 +31,9 @@ def get_role() -> str:
 class RoleFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.role = _role
+        request = tracing.request_id.get()
+        if request is not None and not hasattr(record, "requestId"):
+            record.requestId = request
         return True
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from jobs import limits, metrics
+from jobs import limits, metrics, tracing
 from jobs.connection import async_client, eviction_warning
 from jobs.errors import Conflict, InvalidJob, NotFound, Unavailable
 from jobs.registry import registry
@@ -187,6 +187,8 @@ def record(raw: dict[str, str]) -> dict[str, Any]:
         "createdAt": iso(raw.get("createdAt")),
         "startedAt": iso(raw.get("startedAt")),
         "completedAt": iso(raw.get("completedAt")),
+        "requestId": raw.get("requestId") or None,
+        "traceparent": raw.get("traceparent") or None,
         "tries": tries(raw.get("tries")),
     }
 
@@ -240,6 +242,8 @@ class Queue:
         timeout: float | None = None,
         priority: int = 0,
         queue: str | None = None,
+        request_id: str | None = None,
+        traceparent: str | None = None,
     ) -> Enqueued:
         """Put a job on the least-loaded live consumer of its pool.
 
@@ -290,6 +294,8 @@ class Queue:
             attempts=tries,
             timeout=limit,
             backoff=policy.json,
+            request_id=tracing.valid_request_id(request_id),
+            traceparent=tracing.valid_traceparent(traceparent),
         )
         try:
             written = await self.store.run(call)

@@ -27,6 +27,7 @@ from server.body import read_json
 from server.errors import HANDLERS, ApiError
 from server.guard import RequestGuard
 from server.http_metrics import HttpMetrics
+from server.request_id import RequestId
 from server.schemas import (
     DLQ_FILTER,
     ENQUEUE,
@@ -95,6 +96,8 @@ async def submit(
         timeout=float(options["timeout"]) if "timeout" in options else None,
         priority=int(options.get("priority", 0)),
         queue=options.get("queue"),
+        request_id=request.state.request_id,
+        traceparent=request.state.traceparent,
     )
 
 
@@ -368,6 +371,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     middleware = [
         Middleware(RequestGuard, allowed_hosts=settings.allowed_hosts),
         Middleware(HttpMetrics),
+        Middleware(RequestId),
     ]
     if settings.api_key:
         middleware.append(

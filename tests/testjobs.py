@@ -145,3 +145,9 @@ async def says_why(ctx: JobContext, data: dict[str, Any]) -> None:
     error, not in its data (the dashboard's search finds it by its error)."""
     await ctx.log(f"step 1 of 1: giving up on {data.get('reversed')!r}")
     raise RuntimeError(f"gave up: {str(data.get('reversed', ''))[::-1]}")
+
+
+@job
+async def traced(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
+    """Answers the request id and the trace context its try continues."""
+    return {"requestId": ctx.request_id, "traceparent": ctx.traceparent}

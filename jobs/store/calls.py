@@ -80,6 +80,8 @@ def enqueue(
     attempts: int,
     timeout: float,
     backoff: str,
+    request_id: str | None = None,
+    traceparent: str | None = None,
     now: int | None = None,
 ) -> Call[Written]:
     return Call(
@@ -98,6 +100,8 @@ def enqueue(
             attempts,
             timeout,
             backoff,
+            request_id or "",
+            traceparent or "",
         ],
         lambda r: Written(r[0], r[1], r[2] or None),
     )
@@ -115,6 +119,8 @@ def _tries(rows: list[Any]) -> list[Try]:
             float(r[6] or 0),
             r[7],
             int(r[8]) / 1000,
+            r[9] or None,
+            r[10] or None,
         )
         for r in rows
     ]

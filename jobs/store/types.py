@@ -53,6 +53,8 @@ class Try:
     timeout: float
     backoff: str | None
     waited: float = 0.0  # seconds from when it was due (or created) to this claim, server time
+    request_id: str | None = None  # of the request that enqueued it
+    traceparent: str | None = None  # W3C trace context of that request
 
 
 @dataclass(frozen=True, slots=True)

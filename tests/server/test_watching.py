@@ -168,3 +168,42 @@ def test_open_event_streams_end_when_the_service_stops(data_dir: Path) -> None:
         for s in streams:
             s.close()
         svc.stop()
+
+
+def test_a_request_id_and_trace_context_follow_the_job_into_its_try_and_logs(
+    svc: Service,
+) -> None:
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    r = svc.http.post(
+        "/enqueue-task",
+        json={"jobName": "traced", "data": {}},
+        headers={"X-Request-ID": "req-42.a", "traceparent": parent},
+    )
+    assert r.status_code == 202 and r.headers["x-request-id"] == "req-42.a"
+    job_id = r.json()["jobId"]
+    record = svc.wait_status(job_id, "completed")
+    assert record["requestId"] == "req-42.a" and record["traceparent"] == parent
+    seen = record["result"]
+    assert seen["requestId"] == "req-42.a"
+    version, trace, span, flags = seen["traceparent"].split("-")
+    assert (version, trace, flags) == ("00", "4bf92f3577b34da6a3ce929d0e0e4736", "01")
+    assert span != "00f067aa0ba902b7"  # a span of its own, in the same trace
+    # a bad id or trace context is replaced, never stored as sent
+    r = svc.http.post(
+        "/enqueue-task",
+        json={"jobName": "says_why", "data": {"reversed": "x"}},
+        headers={"X-Request-ID": "no spaces\tplease", "traceparent": "00-zz"},
+    )
+    generated = r.headers["x-request-id"]
+    assert len(generated) == 32 and generated != "no spaces\tplease"
+    failed = svc.wait_status(r.json()["jobId"], "dead")
+    assert failed["requestId"] == generated and failed["traceparent"] is None
+
+    def consumer_logged_it() -> bool:
+        for line in svc.log_path.read_text().splitlines():
+            entry = json.loads(line) if line.startswith("{") else {}
+            if entry.get("jobId") == failed["id"] and entry.get("role", "").startswith("consumer"):
+                return entry.get("requestId") == generated and bool(entry.get("consumerId"))
+        return False
+
+    wait_for(consumer_logged_it, 10, 0.1, "a consumer's log line naming the request")

@@ -3,7 +3,8 @@
 -- hash tag such as "{mq}", so every script touches one Cluster slot.
 --
 -- P:job:<id>         hash    one job: id name pool data maxAttempts timeout backoff priority
---                            score createdAt | status worker attempts crashes claims token
+--                            score createdAt [requestId traceparent] | status worker attempts
+--                            crashes claims token
 --                            startedAt completedAt failedAt result error traceback progress
 --                            tries (JSON: the last MAX_TRIES tries: attempt startedAt endedAt
 --                            consumer outcome error; outcome is completed, failed, cancelled,

@@ -8,7 +8,7 @@
 -- Returns {state, tries, ms until the next delayed job is due or -1}: state is ok, draining or
 -- gone (the slot belongs to another instance: this one was declared dead). Each try is
 -- {id, token, name, data, attempt, maxAttempts, timeout, backoff, ms it waited (since it was
--- due, or created)}.
+-- due, or created), request id, traceparent}.
 local cid, pool, n, lease = ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
 if redis.call('HGET', KEYS[6], 'instance') ~= ARGV[7] then return {'gone', {}, -1} end
 if redis.call('SISMEMBER', KEYS[5], cid) == 1 then return {'draining', {}, -1} end
@@ -22,9 +22,10 @@ local function take(id, since)
   set_status(id, 'active', 'started', {'worker', cid, 'attempt', attempts})
   redis.call('HSET', key, 'worker', cid, 'startedAt', NOW, 'token', token)
   redis.call('ZADD', KEYS[2], NOW + lease, id)
-  local f = redis.call('HMGET', key, 'name', 'data', 'maxAttempts', 'timeout', 'backoff', 'createdAt')
+  local f = redis.call('HMGET', key, 'name', 'data', 'maxAttempts', 'timeout', 'backoff',
+    'createdAt', 'requestId', 'traceparent')
   local waited = math.max(0, NOW - (since or tonumber(f[6]) or NOW))
-  out[#out + 1] = {id, token, f[1], f[2], attempts, f[3], f[4], f[5], waited}
+  out[#out + 1] = {id, token, f[1], f[2], attempts, f[3], f[4], f[5], waited, f[7], f[8]}
 end
 local function pop(queue)
   while #out < n do

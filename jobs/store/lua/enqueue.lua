@@ -2,7 +2,8 @@
 -- KEYS[1] job:<id>, KEYS[2] workers:<pool>, KEYS[3] delayed:<pool>, KEYS[4] draining:<pool>
 -- ARGV[1] prefix, ARGV[2] now, ARGV[3] id, ARGV[4] delay ms, ARGV[5] priority,
 -- ARGV[6] backlog limit, ARGV[7] name, ARGV[8] pool, ARGV[9] data (JSON), ARGV[10] max attempts,
--- ARGV[11] timeout s, ARGV[12] backoff (JSON)
+-- ARGV[11] timeout s, ARGV[12] backoff (JSON), ARGV[13] request id, ARGV[14] traceparent ('' for
+-- none)
 -- Returns {outcome, status, worker}: outcome is created, duplicate, no_consumer or backlog_full.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local r = redis.call('HMGET', KEYS[1], 'status', 'worker')
@@ -24,6 +25,8 @@ local score = NOW - tonumber(ARGV[5]) * PRIORITY_STEP
 local fields = {'id', id, 'name', ARGV[7], 'pool', pool, 'data', ARGV[9],
   'maxAttempts', ARGV[10], 'timeout', ARGV[11], 'backoff', ARGV[12], 'priority', ARGV[5],
   'score', string.format('%.0f', score), 'createdAt', NOW, 'attempts', 0}
+if ARGV[13] ~= '' then fields[#fields + 1] = 'requestId'; fields[#fields + 1] = ARGV[13] end
+if ARGV[14] ~= '' then fields[#fields + 1] = 'traceparent'; fields[#fields + 1] = ARGV[14] end
 if delay > 0 then
   redis.call('HSET', KEYS[1], 'status', 'delayed', unpack(fields))
   indexed(id, 'delayed')
