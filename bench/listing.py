@@ -110,11 +110,10 @@ def fill(store: SyncStore, jobs: int) -> None:
 
 
 def listing(store: SyncStore, f: Filters, cursor: str | None = None, limit: int = 50) -> Page:
-    score, _, after = (cursor or "").partition(":")
     call = calls.list_jobs(
         store.keys, status=f.get("status", ""), name=f.get("name", ""), q=f.get("q", ""),
         limit=limit, budget=LIST_BUDGET, data_bytes=LIST_DATA_BYTES,
-        cursor=(score, after) if cursor else None)  # fmt: skip
+        cursor=cursor)  # fmt: skip
     return store.run(call)
 
 

@@ -339,14 +339,10 @@ class Queue:
         while `cursor` is not None: each call examines a bounded part of the index."""
         if status and status not in Status.__members__.values():
             raise InvalidJob("status", f"status must be one of {', '.join(Status)}")
-        position = None
-        if cursor is not None:
-            if not re.fullmatch(CURSOR_PATTERN, cursor):
-                raise InvalidJob("cursor", "cursor must be one a previous page returned")
-            score, _, after = cursor.partition(":")
-            position = (score, after)
+        if cursor is not None and not re.fullmatch(CURSOR_PATTERN, cursor):
+            raise InvalidJob("cursor", "cursor must be one a previous page returned")
         found: list[dict[str, Any]] = []
-        if q and position is None and limits.valid_job_id(q):
+        if q and cursor is None and limits.valid_job_id(q):
             raw = await self.store.job(q)  # an exact id comes first, found at any depth
             if raw.get("id") and all(
                 not want or raw.get(field) == want
@@ -354,7 +350,7 @@ class Queue:
             ):
                 found.append(summary(dict(raw)))
         page = await self.store.list_jobs(
-            status=status, pool=pool, name=name, q=q, limit=limit, cursor=position
+            status=status, pool=pool, name=name, q=q, limit=limit, cursor=cursor
         )
         found += [summary(row) for row in page.rows if not found or row["id"] != found[0]["id"]]
         return {"jobs": found[: max(limit, 1)], "cursor": page.cursor}
@@ -473,8 +469,7 @@ class Queue:
             ids += [str(row["id"]) for row in page.rows][: BULK_MAX - len(ids)]
             if page.cursor is None:
                 return ids, False
-            score, _, after = page.cursor.partition(":")
-            cursor = (score, after)
+            cursor = page.cursor
         return ids, True
 
     async def dlq_retry_matching(

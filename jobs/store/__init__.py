@@ -144,7 +144,7 @@ class Store:
         name: str = "",
         q: str = "",
         limit: int = 50,
-        cursor: tuple[str, str] | None = None,
+        cursor: str | None = None,
     ) -> Page:
         return await self.run(
             calls.list_jobs(

@@ -217,11 +217,12 @@ def list_jobs(
     limit: int,
     budget: int,
     data_bytes: int,
-    cursor: tuple[str, str] | None = None,
+    cursor: str | None = None,
     now: int | None = None,
 ) -> Call[Page]:
-    """A page of jobs, newest first; `cursor` is where the previous page stopped."""
-    score, after = cursor or ("", "")
+    """A page of jobs, newest first; `cursor` is where the previous page stopped (its
+    `Page.cursor`: the score and id of the last entry examined)."""
+    score, _, after = (cursor or "").partition(":")
 
     def decode(r: Any) -> Page:
         rows = [dict(zip(LISTED, row, strict=True)) for row in r[0]]

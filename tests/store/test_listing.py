@@ -18,14 +18,13 @@ def st(store: redis.Redis) -> SyncStore:
 
 
 def page(st: SyncStore, cursor: str | None = None, limit: int = 7, **filters: str) -> Page:
-    position = tuple(cursor.split(":", 1)) if cursor else None
     return st.run(
         calls.list_jobs(
             K,
             limit=limit,
             budget=2000,
             data_bytes=1 << 20,
-            cursor=position,
+            cursor=cursor,
             **filters,  # type: ignore[arg-type]
         )
     )
