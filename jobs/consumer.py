@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ from arq.worker import Retry, Worker, func
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from jobs import metrics, tracing
+from jobs import metrics, otel, tracing
 from jobs.connection import async_client
 from jobs.context import JobContext
 from jobs.errors import JobInputError
@@ -101,6 +102,7 @@ class Running:
     thread: asyncio.Future[Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0  # how long the job's code ran, once it ended
+    span: otel.Processing = field(default_factory=lambda: otel.Processing(None, None))
 
     @property
     def key(self) -> tuple[str, str]:
@@ -272,7 +274,10 @@ class Consumer(Worker):
             extra["requestId"] = job.request_id
         if job.traceparent:
             extra["traceId"] = str(tracing.trace_id(job.traceparent))
-        run = Running(job, time.monotonic() + job.timeout, extra=extra)
+        span = otel.processing(
+            self.pool_name, job.name, job.id, job.attempt, self.cid, job.traceparent
+        )
+        run = Running(job, time.monotonic() + job.timeout, extra=extra, span=span)
         self.running[run.key] = run
         self.busy.add(run.key)
         metrics.try_started(self.pool_name, job.name, job.waited)
@@ -352,14 +357,15 @@ class Consumer(Worker):
                 partial(self.store.log, job.id, job.token),
                 asyncio.get_running_loop(),
                 request_id=job.request_id,
-                traceparent=tracing.child(job.traceparent),
+                traceparent=run.span.traceparent,
             )
             log.debug("job started", extra=run.extra)
-            if spec.is_async:
-                result = await asyncio.wait_for(spec.func(ctx, data), job.timeout)
-            else:
-                thread_started = True
-                result = await self.in_thread(run, spec, ctx, data)
+            with otel.current(run.span):
+                if spec.is_async:
+                    result = await asyncio.wait_for(spec.func(ctx, data), job.timeout)
+                else:
+                    thread_started = True
+                    result = await self.in_thread(run, spec, ctx, data)
             ending = Ending(Outcome.COMPLETED, encode_result(result))
             self.jobs_complete += 1
         except asyncio.CancelledError as exc:
@@ -383,7 +389,9 @@ class Consumer(Worker):
         runs twice at once; the time-out is recorded then. A cancel or a shutdown records at
         once (nothing runs the job again before this process exits) while the thread ends."""
         loop = asyncio.get_running_loop()
-        run.thread = thread = loop.run_in_executor(self.threads, spec.func, ctx, data)
+        # the thread runs in this task's context, so the try's span is current there too
+        call = contextvars.copy_context().run
+        run.thread = thread = loop.run_in_executor(self.threads, call, spec.func, ctx, data)
         thread.add_done_callback(lambda _f: self.code_ended(run))
         try:
             return await asyncio.wait_for(asyncio.shield(thread), run.job.timeout)
@@ -482,6 +490,8 @@ class Consumer(Worker):
                     await asyncio.sleep(0.2)
         finally:
             self.running.pop(run.key, None)
+            failed = ending.outcome in (Outcome.FAILED, Outcome.DEAD)
+            run.span.end(ending.outcome, ending.payload if failed else None)
 
     # shutdown
 
@@ -551,4 +561,8 @@ def run(
         finally:
             await redis.aclose()
 
-    uvloop.run(go())
+    otel.configure(f"consumer {cid}")
+    try:
+        uvloop.run(go())
+    finally:
+        otel.shutdown()

@@ -21,12 +21,12 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from jobs import limits, metrics, tracing
+from jobs import limits, metrics, otel, tracing
 from jobs.connection import async_client, eviction_warning
 from jobs.errors import Conflict, InvalidJob, NotFound, Unavailable
 from jobs.registry import registry
 from jobs.settings import Settings, get_settings
-from jobs.store import HISTORY_FIELDS, Status, Store, calls
+from jobs.store import HISTORY_FIELDS, Status, Store, Written, calls
 
 # a bulk DLQ retry or delete handles at most this many jobs per call
 BULK_MAX = 1000
@@ -282,21 +282,28 @@ class Queue:
             raise InvalidJob("options.jobId", limits.JOB_ID_RULE)
         else:
             ident = job_id
-        call = calls.enqueue(
-            self.store.keys,
-            self.settings,
-            job_id=ident,
-            name=name,
-            pool=pool,
-            data=encode_data(data),
-            delay_ms=int(delay * 1000),
-            priority=priority,
-            attempts=tries,
-            timeout=limit,
-            backoff=policy.json,
-            request_id=tracing.valid_request_id(request_id),
-            traceparent=tracing.valid_traceparent(traceparent),
-        )
+        with otel.sending(pool, name, ident, tracing.valid_traceparent(traceparent)) as carried:
+            call = calls.enqueue(
+                self.store.keys,
+                self.settings,
+                job_id=ident,
+                name=name,
+                pool=pool,
+                data=encode_data(data),
+                delay_ms=int(delay * 1000),
+                priority=priority,
+                attempts=tries,
+                timeout=limit,
+                backoff=policy.json,
+                request_id=tracing.valid_request_id(request_id),
+                traceparent=carried,
+            )
+            return await self.write(call, ident, name, data, pool)
+
+    async def write(
+        self, call: calls.Call[Written], ident: str, name: str, data: Any, pool: str
+    ) -> Enqueued:
+        """Run an enqueue call and turn its outcome into an answer or an error."""
         try:
             written = await self.store.run(call)
         except RedisError as exc:

@@ -7,6 +7,7 @@ import signal
 import setproctitle
 from uvicorn_worker import UvicornWorker
 
+from jobs import otel
 from jobs.logs import set_role
 from server.protocol import BoundedHttpToolsProtocol
 from supervisor.deathsig import die_with_parent
@@ -20,4 +21,5 @@ class HttpWorker(UvicornWorker):  # type: ignore[misc]
         die_with_parent(signal.SIGKILL, self.ppid)
         set_role("http worker")
         setproctitle.setproctitle("supervisor: http worker")
+        otel.configure("http worker")
         super().init_process()

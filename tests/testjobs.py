@@ -149,5 +149,8 @@ async def says_why(ctx: JobContext, data: dict[str, Any]) -> None:
 
 @job
 async def traced(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
-    """Answers the request id and the trace context its try continues."""
+    """Answers the request id and the trace context its try continues; with `failFirst`
+    its first try fails."""
+    if data.get("failFirst") and ctx.attempt == 1:
+        raise RuntimeError("the first try fails")
     return {"requestId": ctx.request_id, "traceparent": ctx.traceparent}
