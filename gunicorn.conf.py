@@ -7,5 +7,3 @@ timeout = 30
 keepalive = 5
 # listen backlog
 backlog = 2048
-# the access log is off by default: it costs a JSON line per request; "-" turns it on
-accesslog = None

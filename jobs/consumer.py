@@ -220,13 +220,14 @@ class Consumer(Worker):
                 if done.ok:
                     return
                 assert done.previous is not None
-                moved = await asyncio.to_thread(
+                back = await asyncio.to_thread(
                     self.heartbeat.store.recover_all, self.cid, self.pool_name, done.previous
                 )
+                metrics.taken_back(self.pool_name, back.ended)
                 log.warning(
                     "took over slot %s: %d jobs of its previous process handed back",
                     self.cid,
-                    moved,
+                    back.moved,
                 )
             except RedisError as exc:
                 await self.wait_for_redis(exc)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from redis.exceptions import RedisError
 
+from jobs import metrics
 from jobs.connection import sync_client
 from jobs.pulse import Pulse
 from jobs.settings import Settings
@@ -70,10 +71,11 @@ class Heartbeat(threading.Thread):
             log.warning("tries no longer held (their lease lapsed): %s", ", ".join(done.stale))
 
     def sweep(self) -> None:
-        moved = self.store.sweep(self.pool, self.cid)
-        if moved:
+        back = self.store.sweep(self.pool, self.cid)
+        metrics.taken_back(self.pool, back.ended)
+        if back.moved:
             log.warning(
-                "took back %d jobs of lapsed consumers or leases in pool %s", moved, self.pool
+                "took back %d jobs of lapsed consumers or leases in pool %s", back.moved, self.pool
             )
 
     def watch_loop(self) -> None:
@@ -116,7 +118,8 @@ class Heartbeat(threading.Thread):
         """The consumer is leaving: what it still holds goes back to the pool, and it
         unregisters."""
         try:
-            self.store.recover_all(self.cid, self.pool, self.instance)
+            back = self.store.recover_all(self.cid, self.pool, self.instance)
+            metrics.taken_back(self.pool, back.ended)
         except RedisError as exc:
             log.warning("could not hand back the jobs of %s: %s", self.cid, exc)
         self.store.redis.close()

@@ -34,6 +34,9 @@ class RoleFilter(logging.Filter):
         request = tracing.request_id.get()
         if request is not None and not hasattr(record, "requestId"):
             record.requestId = request
+        if record.name == "uvicorn.access" and isinstance(record.args, tuple):
+            if len(record.args) == 5:  # uvicorn's (client, method, path, version, status)
+                _client, record.method, record.path, _version, record.status = record.args
         return True
 
 
@@ -91,6 +94,6 @@ def configure(level: str = "INFO", log_file: str | None = None) -> None:
         lg = logging.getLogger(name)
         lg.handlers = []
         lg.propagate = True
-    # the access log is noisy under load; gunicorn's `accesslog` setting turns it on
+    # the access log is noisy under load; ACCESS_LOG=1 turns it on (supervisor.glog)
     logging.getLogger("uvicorn.access").propagate = False
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

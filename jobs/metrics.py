@@ -8,7 +8,7 @@ lag, live consumers) is read from Redis at scrape time instead: see `page`.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +37,11 @@ JOB_FAILURES = Counter(
     "mq_job_failures_total", "Tries that failed (an error or a time-out), retried or not", JOB
 )
 JOBS_RETRIED = Counter("mq_jobs_retried_total", "Failed tries followed by another try", JOB)
-JOBS_DEAD = Counter("mq_jobs_dead_lettered_total", "Jobs dead-lettered by their last try", JOB)
+JOBS_DEAD = Counter(
+    "mq_jobs_dead_lettered_total",
+    "Jobs dead-lettered (a last try failed, or too many crashes)",
+    JOB,
+)
 JOBS_CANCELLED = Counter("mq_jobs_cancelled_total", "Jobs cancelled", JOB)
 JOB_SECONDS = Histogram(
     "mq_job_duration_seconds", "Run time of a try of a job", JOB, buckets=JOB_BUCKETS
@@ -99,6 +103,15 @@ def try_ended(pool: str, job: str, status: str, seconds: float) -> None:
     for counter in counters:
         _child(counter, pool, job).inc()
     _child(JOB_SECONDS, pool, job).observe(seconds)
+
+
+def taken_back(pool: str, ended: Iterable[tuple[str, str]]) -> None:
+    """Tries the store ended while taking jobs back from a lost holder: a timed-out try
+    (`failed` or `dead`, as a try's end) or a job dead-lettered for its crashes."""
+    for job, outcome in ended:
+        counters = (JOBS_DEAD,) if outcome == "crashed" else ENDINGS.get(outcome, ())
+        for counter in counters:
+            _child(counter, pool, job).inc()
 
 
 def http_request(route: str, method: str, status: int, seconds: float) -> None:

@@ -40,6 +40,15 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
+def _flag(env: dict[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name} must be 1 or 0, got {raw!r}")
+
+
 def default_maxmemory() -> int:
     """A quarter of the machine's memory, at least 64 MiB: the embedded server's limit."""
     try:
@@ -115,6 +124,7 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     log_level: str = "INFO"
     log_file: str | None = None
+    access_log: bool = False  # a JSON line per HTTP request (off: it costs under load)
     node_name: str = field(default_factory=socket.gethostname)
     backlog_limit: int = 100_000
     job_modules: tuple[str, ...] = ()
@@ -169,6 +179,7 @@ class Settings:
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 1024 * 1024, minimum=1),
             log_level=level,
             log_file=env.get("LOG_FILE") or None,
+            access_log=_flag(env, "ACCESS_LOG"),
             node_name=env.get("NODE_NAME") or socket.gethostname(),
             backlog_limit=_int(env, "BACKLOG_LIMIT", 100_000, minimum=1),
             job_modules=modules,

@@ -34,6 +34,7 @@ Configuration is read from the environment:
   NODE_NAME             this node's name in consumer ids (default: the host name)
   LOG_LEVEL             DEBUG, INFO, WARNING or ERROR (default INFO)
   LOG_FILE              also write the JSON log lines here, rotated daily
+  ACCESS_LOG            1 logs each HTTP request as a JSON line (default 0: off)
 HEARTBEAT_INTERVAL (1), HEARTBEAT_TTL (5), LEASE_SECONDS (10), CONSUMER_TIMEOUT (30),
 MAX_CRASHES (3), KEEP_RESULT_SECONDS (86400), HISTORY_SECONDS (86400) and DLQ_MAX (10000) tune the job store.
 gunicorn's own knobs (timeouts, limits, keep-alive) live in gunicorn.conf.py.

@@ -40,6 +40,7 @@ class Service(Application):  # type: ignore[misc]
             "graceful_timeout": math.ceil(s.graceful_timeout),
             "loglevel": s.log_level.lower(),
             "logger_class": "supervisor.glog.JsonLogger",
+            "accesslog": "-" if s.access_log else None,
             "proc_name": "supervisor",
             "control_socket": str(control),
             "control_socket_disable": len(str(control)) > MAX_SOCKET_PATH,

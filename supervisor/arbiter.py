@@ -377,13 +377,14 @@ class Master(Arbiter):  # type: ignore[misc]
         for cid, instance in list(self.to_recover.items()):
             pool = next(c.meta["pool"] for c in self.consumers if c.name == cid)
             try:
-                moved = self.store.recover_all(cid, pool, instance)
+                back = self.store.recover_all(cid, pool, instance)
             except RedisError as exc:
                 log.warning("cannot hand back the jobs of %s yet: %s", cid, exc)
                 return
             del self.to_recover[cid]
-            if moved > 0:
-                log.warning("handed %d jobs of %s back to pool %s", moved, cid, pool)
+            metrics.taken_back(pool, back.ended)
+            if back.moved > 0:
+                log.warning("handed %d jobs of %s back to pool %s", back.moved, cid, pool)
 
     # signals
 

@@ -342,31 +342,32 @@ class SyncStore:
     def run(self, call: Call[T]) -> T:
         return call.decode(self.scripts[call.script](keys=call.keys, args=call.args))
 
-    def recover_all(self, cid: str, pool: str, instance: str = "", now: int | None = None) -> int:
-        """Hand back every job of consumer `cid` (batch after batch); how many went back.
-        Returns -1 when a newer instance holds the slot (nothing was touched)."""
-        moved = 0
+    def recover_all(
+        self, cid: str, pool: str, instance: str = "", now: int | None = None
+    ) -> Recovered:
+        """Hand back every job of consumer `cid` (batch after batch): how many went back and
+        the tries that ended. State `other` when a newer instance holds the slot (nothing
+        was touched), else `done`."""
+        moved, ended = 0, Recovered("", 0).ended
         while True:
             r = self.run(
                 calls.recover(
                     self.keys, self.settings, cid=cid, pool=pool, instance=instance, now=now
                 )
             )
-            if r.state == "other":
-                return -1
-            moved += r.moved
-            if r.state == "done":
-                return moved
+            moved, ended = moved + r.moved, ended + r.ended
+            if r.state != "more":
+                return Recovered(r.state, moved, ended)
 
-    def sweep(self, pool: str, cid: str) -> int:
+    def sweep(self, pool: str, cid: str) -> Recovered:
         """Take back the jobs of lapsed consumers and lapsed leases of `pool`, if no other
-        consumer sweeps it now. Returns how many went back."""
-        moved = 0
+        consumer sweeps it now: how many went back and the tries that ended."""
+        moved, ended = 0, Recovered("", 0).ended
         while True:
             r = self.run(calls.sweep(self.keys, self.settings, pool=pool, cid=cid))
-            moved += r.moved
+            moved, ended = moved + r.moved, ended + r.ended
             if r.state != "more":
-                return moved
+                return Recovered(r.state, moved, ended)
 
     def move_pool(self, source: str, target: str) -> int:
         """Move every job of pool `source` (no longer served) to `target`; how many moved.

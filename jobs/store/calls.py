@@ -323,7 +323,7 @@ def recover(
         "recover",
         [k.workers(pool), k.worker(cid), k.active(cid), k.ready(cid), k.delayed(pool)],
         [k.prefix, _now(now), *_recover_args(s, batch, pool), cid, instance],
-        lambda r: Recovered(r[0], int(r[1])),
+        _recovered,
     )
 
 
@@ -341,8 +341,13 @@ def sweep(
         "sweep",
         [k.workers(pool), k.sweep(pool)],
         [k.prefix, _now(now), *_recover_args(s, batch, pool), cid, lock_ms],
-        lambda r: Recovered(r[0], int(r[1])),
+        _recovered,
     )
+
+
+def _recovered(r: Any) -> Recovered:
+    flat = r[2] if len(r) > 2 else []
+    return Recovered(r[0], int(r[1]), tuple(zip(flat[::2], flat[1::2], strict=True)))
 
 
 def drain(

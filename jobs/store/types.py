@@ -93,10 +93,12 @@ class Beat:
 
 @dataclass(frozen=True, slots=True)
 class Recovered:
-    """A hand-back batch: state is done, more, other (a newer instance) or locked."""
+    """A hand-back batch: state is done, more, other (a newer instance) or locked; `ended`
+    the tries it ended (job name, outcome: failed, dead or crashed), for the metrics."""
 
     state: str
     moved: int
+    ended: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

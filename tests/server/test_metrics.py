@@ -74,7 +74,7 @@ def job_counts(page: Scrape, name: str, job: str) -> float | None:
 def test_metrics_count_every_family_right_and_promtool_finds_nothing_wrong(
     data_dir: Path,
 ) -> None:
-    svc = Service(data_dir, **ENV)
+    svc = Service(data_dir, **ENV, MAX_CRASHES=1)
     try:
         svc.start()
         done = svc.enqueue("noop")
@@ -112,9 +112,13 @@ def test_metrics_count_every_family_right_and_promtool_finds_nothing_wrong(
             svc.wait_status(job, "completed")
         assert svc.http.get("/no/such/page").status_code == 404
 
-        # replaced children are counted, and their counts are kept
+        # replaced children are counted, and their counts are kept; the job the consumer ran
+        # when it died is dead-lettered by the crash (MAX_CRASHES=1) and counted so
+        crashed = svc.enqueue("sleeper", {"seconds": 60})
+        svc.wait_status(crashed, "active")
         (consumer,) = svc.roles()["consumer"]
         os.kill(consumer, signal.SIGKILL)
+        svc.wait_status(crashed, "dead")
         os.kill(svc.roles()["http"][0], signal.SIGKILL)
 
         def restarts() -> dict[str, float | None]:
@@ -127,22 +131,22 @@ def test_metrics_count_every_family_right_and_promtool_finds_nothing_wrong(
 
         assert set(FAMILIES) <= page.names(), set(FAMILIES) - page.names()
         expected = {
-            "mq_jobs_enqueued_total": {"noop": 4, "flaky": 2, "sleeper": 1},
-            "mq_jobs_started_total": {"noop": 3, "flaky": 3, "sleeper": 1},
+            "mq_jobs_enqueued_total": {"noop": 4, "flaky": 2, "sleeper": 2},
+            "mq_jobs_started_total": {"noop": 3, "flaky": 3, "sleeper": 2},
             "mq_jobs_completed_total": {"noop": 3, "flaky": 1, "sleeper": None},
             "mq_job_failures_total": {"noop": None, "flaky": 2},
             "mq_jobs_retried_total": {"flaky": 1},
-            "mq_jobs_dead_lettered_total": {"flaky": 1},
+            "mq_jobs_dead_lettered_total": {"flaky": 1, "sleeper": 1},
             "mq_jobs_cancelled_total": {"sleeper": 1, "noop": None},
             "mq_job_duration_seconds_count": {"noop": 3, "flaky": 3, "sleeper": 1},
-            "mq_job_pickup_seconds_count": {"noop": 3, "flaky": 3, "sleeper": 1},
+            "mq_job_pickup_seconds_count": {"noop": 3, "flaky": 3, "sleeper": 2},
         }
         got = {
             name: {job: job_counts(page, name, job) for job in jobs}
             for name, jobs in expected.items()
         }
         assert got == expected
-        assert page.value("mq_http_requests_total", route="/enqueue-task", status="202") == 7
+        assert page.value("mq_http_requests_total", route="/enqueue-task", status="202") == 8
         assert page.value("mq_http_requests_total", route="/jobs/{job_id}", method="DELETE") == 1
         assert page.value("mq_http_requests_total", route="other", status="404") == 1
         assert page.value("mq_http_request_duration_seconds_count", route="/metrics") >= 1

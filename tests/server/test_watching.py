@@ -17,7 +17,9 @@ from helpers import Service, wait_for
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    service = Service(tmp_path_factory.mktemp("watch") / "d", JOB_MODULES="testjobs")
+    service = Service(
+        tmp_path_factory.mktemp("watch") / "d", JOB_MODULES="testjobs", ACCESS_LOG="1"
+    )
     try:
         yield service.start()
     finally:
@@ -207,3 +209,23 @@ def test_a_request_id_and_trace_context_follow_the_job_into_its_try_and_logs(
         return False
 
     wait_for(consumer_logged_it, 10, 0.1, "a consumer's log line naming the request")
+
+
+def test_every_log_line_is_json_and_the_access_log_names_the_request(svc: Service) -> None:
+    r = svc.http.get("/queue/stats", headers={"X-Request-ID": "access-7"})
+    assert r.status_code == 200
+
+    def lines() -> list[dict[str, Any]]:
+        text = svc.log_path.read_text().splitlines()
+        return [json.loads(line) for line in text if line.strip()]  # a non-JSON line fails
+
+    def accessed() -> dict[str, Any] | None:
+        found = [e for e in lines() if e.get("requestId") == "access-7"]
+        return found[0] if found else None
+
+    wait_for(lambda: accessed() is not None, 10, 0.1, "the access log line of the request")
+    entry = accessed()
+    assert entry is not None and entry["logger"] == "uvicorn.access"
+    assert (entry["method"], entry["path"], entry["status"]) == ("GET", "/queue/stats", 200)
+    assert entry["role"] == "http worker" and {"time", "level", "pid"} <= entry.keys()
+    assert any(e["logger"] == "gunicorn.error" and e["role"] == "master" for e in lines())

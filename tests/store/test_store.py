@@ -232,7 +232,7 @@ def test_a_new_process_in_a_slot_first_hands_back_what_the_previous_one_left(
     st.run(calls.claim(K, S, cid="a", pool="p", instance="old", n=1, now=T0))
     taken = st.run(calls.register(K, S, cid="a", pool="p", instance="new", info="{}", now=T0 + 1))
     assert not taken.ok and taken.previous == "old"
-    assert st.recover_all("a", "p", "old", now=T0 + 1) == 1
+    assert st.recover_all("a", "p", "old", now=T0 + 1).moved == 1
     assert st.run(calls.register(K, S, cid="a", pool="p", instance="new", info="{}", now=T0 + 2)).ok
     assert places(store, "j1") == [K.delayed("p")]
 
@@ -264,16 +264,36 @@ def test_a_try_that_outlived_its_timeout_when_its_process_died_counts_as_timed_o
     store: redis.Redis, st: SyncStore
 ) -> None:
     register(st, "a", T0)
-    enqueue(st, "slow", T0, timeout=2.0, attempts=1)
+    enqueue(st, "slow", T0, timeout=2.0, attempts=1, name="slow-job")
     enqueue(st, "fresh", T0, timeout=300.0)
     claim(st, "a", T0)
     # the master killed a (its job passed its own time-out) and hands back
-    assert st.recover_all("a", "p", "i-a", now=T0 + 3000) == 1  # fresh goes back; slow is dead
+    back = st.recover_all("a", "p", "i-a", now=T0 + 3000)
+    assert back.moved == 1  # fresh goes back; slow is dead, and said so for the metrics
+    assert back.ended == (("slow-job", "dead"),)
     slow = store.hgetall(K.job("slow"))
     assert slow["status"] == "dead" and slow["error"].startswith("timed out")
     assert slow.get("crashes") is None
     fresh = store.hgetall(K.job("fresh"))
     assert fresh["status"] == "queued" and fresh["crashes"] == "1" and fresh["attempts"] == "0"
+
+
+def test_a_job_whose_process_died_too_often_is_dead_lettered_and_reported_as_crashed(
+    store: redis.Redis, st: SyncStore
+) -> None:
+    register(st, "a", T0)
+    enqueue(st, "fragile", T0, name="fragile-job")
+    now = T0
+    for crash in range(1, S.max_crashes + 1):
+        register(st, "a", now)
+        assert [t.id for t in claim(st, "a", now)] == ["fragile"], crash
+        back = st.recover_all("a", "p", "i-a", now=now + 1)  # its process died
+        last = crash == S.max_crashes
+        assert back.ended == ((("fragile-job", "crashed"),) if last else ())
+        now += 10
+    job = store.hgetall(K.job("fragile"))
+    assert job["status"] == "dead" and job["crashes"] == str(S.max_crashes)
+    assert job["attempts"] == "0"  # crashes are not tries
 
 
 def test_the_backlog_limit_counts_delayed_jobs(store: redis.Redis, st: SyncStore) -> None:

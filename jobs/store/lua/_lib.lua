@@ -229,13 +229,18 @@ local function failed_try(id, err, tb, delay_ms, o)
   return 'failed'
 end
 
+-- The tries a recovering script ended, as name, outcome pairs (flat): outcome is failed or dead
+-- (a timed-out try, retried or not) or crashed (dead-lettered after too many crashes). The
+-- script returns them so that the caller counts them in its metrics.
+local ENDED = {}
+
 -- Take back a try whose holder is gone (dead, lapsed or replaced). A try that had passed its
 -- own time-out is a timed-out try; otherwise the holder's death counts as a crash of the job,
 -- not as a try, and too many crashes dead-letter it. Returns true when the job went back to
 -- its pool.
 local function orphan(id, pool, o)
   local key = job_key(id)
-  local r = redis.call('HMGET', key, 'status', 'startedAt', 'timeout')
+  local r = redis.call('HMGET', key, 'status', 'startedAt', 'timeout', 'name')
   local status = r[1]
   if not status then return false end
   if status == 'cancelled' then
@@ -248,13 +253,16 @@ local function orphan(id, pool, o)
   if limit < NOW then
     local message = string.format('timed out after %g s', tonumber(r[3]) or 0)
     record_try(id, 'timed out', message)
-    return failed_try(id, message, '', nil, o) == 'failed'
+    local outcome = failed_try(id, message, '', nil, o)
+    ENDED[#ENDED + 1], ENDED[#ENDED + 2] = r[4] or '', outcome
+    return outcome == 'failed'
   end
   record_try(id, 'crashed', 'its process died')
   redis.call('HINCRBY', key, 'attempts', -1)
   local crashes = redis.call('HINCRBY', key, 'crashes', 1)
   if crashes >= o.max_crashes then
     dead_letter(id, 'process died while running this job ' .. crashes .. ' times', '', o)
+    ENDED[#ENDED + 1], ENDED[#ENDED + 2] = r[4] or '', 'crashed'
     return false
   end
   set_status(id, 'queued')

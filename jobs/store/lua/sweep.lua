@@ -5,7 +5,8 @@
 -- ARGV[1] prefix, ARGV[2] now, ARGV[3] max crashes, ARGV[4] dlq max, ARGV[5] keep ms,
 -- ARGV[6] max backoff ms, ARGV[7] batch, ARGV[8] pool, ARGV[9] history ms, ARGV[10] sweeper
 -- cid, ARGV[11] lock ms
--- Returns {state, moved}: state is locked (another consumer sweeps), done or more.
+-- Returns {state, moved, ended}: state is locked (another consumer sweeps), done or more;
+-- ended the tries it ended (name, outcome, ...; see ENDED).
 local o = recover_options()
 local lock = redis.call('GET', KEYS[2])
 if lock and lock ~= ARGV[10] then return {'locked', 0} end
@@ -27,4 +28,4 @@ for _, cid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], NOW, '+inf')) do
   end
 end
 if moved > 0 then wake_pool(o.pool) end
-return {budget <= 0 and 'more' or 'done', moved}
+return {budget <= 0 and 'more' or 'done', moved, ENDED}
