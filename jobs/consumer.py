@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field, replace
@@ -45,6 +46,8 @@ FINISH_RETRY_SECONDS = 30.0
 # after SIGQUIT (the master is gone, and with it an embedded server): give up on Redis soon;
 # the leases lapse and a restarted slot takes the jobs back
 QUIT_RETRY_SECONDS = 1.0
+# ...and exit after this long whatever is left: no master would replace or drain it
+QUIT_EXIT_SECONDS = 10.0
 MAX_ERROR_CHARS = 2000
 MAX_TRACEBACK_CHARS = 8000
 
@@ -195,7 +198,9 @@ class Consumer(Worker):
         main = asyncio.create_task(self.main())
         await self.stopping.wait()
         self.draining = True
-        main.cancel()
+        while not main.done():  # again if a library swallowed the cancel (seen once)
+            main.cancel()
+            await asyncio.wait({main}, timeout=1.0)
         await asyncio.gather(main, return_exceptions=True)
         if self.gone:
             await self.abandon()
@@ -303,9 +308,15 @@ class Consumer(Worker):
         run.task.cancel()
 
     def _quit(self) -> None:
+        if self.quit_at is not None:
+            return
         self.quit_at = time.monotonic()
         self.settings = replace(self.settings, graceful_timeout=0)
         self.stopping.set()
+        # a hand-back that cannot finish must not keep an orphan alive: its leases lapse
+        exit_later = threading.Timer(QUIT_EXIT_SECONDS, os._exit, (1,))
+        exit_later.daemon = True
+        exit_later.start()
 
     def lost_from_thread(self) -> None:
         if self.main_loop is not None:

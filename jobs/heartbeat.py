@@ -9,6 +9,8 @@ the GIL silences it too, and then the master keeps the leases alive (supervisor/
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -94,7 +96,12 @@ class Heartbeat(threading.Thread):
             )
 
     def run(self) -> None:
+        parent = os.getppid()
         while not self.stopped.wait(self.settings.heartbeat_interval):
+            if os.getppid() != parent:  # the master died and its signal was missed
+                log.warning("the master (pid %d) is gone: quitting", parent)
+                os.kill(os.getpid(), signal.SIGQUIT)
+                parent = os.getppid()
             self.pulse.beat()
             try:
                 self.beat()

@@ -10,9 +10,11 @@ The HTTP routes call this; so can an application, without an HTTP hop:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import secrets
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache, cached_property
@@ -23,7 +25,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from jobs import limits, metrics, otel, tracing
 from jobs.connection import async_client, eviction_warning
-from jobs.errors import Conflict, InvalidJob, NotFound, Unavailable
+from jobs.errors import Conflict, InvalidJob, NotFound, QueueError, Unavailable
 from jobs.registry import registry
 from jobs.settings import Settings, get_settings
 from jobs.store import HISTORY_FIELDS, Status, Store, Written, calls
@@ -299,6 +301,28 @@ class Queue:
                 traceparent=carried,
             )
             return await self.write(call, ident, name, data, pool)
+
+    async def enqueue_many(
+        self,
+        jobs: Iterable[Mapping[str, Any]],
+        *,
+        request_id: str | None = None,
+        traceparent: str | None = None,
+    ) -> list[Enqueued | QueueError]:
+        """Enqueue each job: a mapping of `enqueue`'s arguments (`name`, `data`, `job_id`,
+        `delay`, ...). Their calls go to Redis together, in one pipeline. The answers come in
+        the same order: the job's `Enqueued`, or the `QueueError` that refused it (and it
+        alone)."""
+
+        async def one(job: Mapping[str, Any]) -> Enqueued | QueueError:
+            try:
+                return await self.enqueue(
+                    **{"request_id": request_id, "traceparent": traceparent, **job}
+                )
+            except QueueError as exc:
+                return exc
+
+        return list(await asyncio.gather(*(one(job) for job in jobs)))
 
     async def write(
         self, call: calls.Call[Written], ident: str, name: str, data: Any, pool: str

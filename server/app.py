@@ -24,11 +24,12 @@ from jobs.store import gauges
 from server import dashboard, events, openapi, schemas
 from server.auth import ApiKeyMiddleware, login, logout
 from server.body import read_json
-from server.errors import HANDLERS, ApiError
+from server.errors import CODES, HANDLERS, ApiError, queue_error_status
 from server.guard import RequestGuard
 from server.http_metrics import HttpMetrics
 from server.request_id import RequestId
 from server.schemas import (
+    BULK,
     DLQ_FILTER,
     ENQUEUE,
     MAX_HISTORY_MINUTES,
@@ -37,6 +38,8 @@ from server.schemas import (
     SEED_API_JOB,
     SEED_MESSAGE,
     SEED_WORKER,
+    Invalid,
+    validate,
 )
 
 STARTED = time.monotonic()
@@ -82,20 +85,27 @@ def accepted(job: Enqueued, body: dict[str, Any]) -> JSONResponse:
     )
 
 
+def arguments(name: str, data: Any, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`Queue.enqueue`'s arguments from the fields of an enqueue body (already checked)."""
+    options = options or {}
+    return {
+        "name": name,
+        "data": data if data is not None else {},
+        "job_id": options.get("jobId"),
+        "delay": float(options.get("delay", 0)),
+        "attempts": int(options["attempts"]) if "attempts" in options else None,
+        "backoff": options.get("backoff"),
+        "timeout": float(options["timeout"]) if "timeout" in options else None,
+        "priority": int(options.get("priority", 0)),
+        "queue": options.get("queue"),
+    }
+
+
 async def submit(
     request: Request, name: str, data: Any, options: dict[str, Any] | None = None
 ) -> Enqueued:
-    options = options or {}
     return await queue_of(request).enqueue(
-        name,
-        data if data is not None else {},
-        job_id=options.get("jobId"),
-        delay=float(options.get("delay", 0)),
-        attempts=int(options["attempts"]) if "attempts" in options else None,
-        backoff=options.get("backoff"),
-        timeout=float(options["timeout"]) if "timeout" in options else None,
-        priority=int(options.get("priority", 0)),
-        queue=options.get("queue"),
+        **arguments(name, data, options),
         request_id=request.state.request_id,
         traceparent=request.state.traceparent,
     )
@@ -108,6 +118,43 @@ async def enqueue_task(request: Request) -> Response:
     body = await read_json(request, ENQUEUE)
     job = await submit(request, body["jobName"], body.get("data"), body.get("options"))
     return accepted(job, enqueued_body(job))
+
+
+async def enqueue_tasks(request: Request) -> Response:
+    """Up to MAX_BULK jobs in one request and one pipeline; each answered on its own."""
+    jobs = (await read_json(request, BULK))["jobs"]
+    results: list[dict[str, Any]] = [{} for _ in jobs]
+    checked: list[tuple[int, dict[str, Any]]] = []
+    for i, body in enumerate(jobs):
+        try:
+            validate(body, ENQUEUE, f"jobs[{i}]")
+        except Invalid as exc:
+            results[i] = {"error": CODES[422], "detail": exc.detail, "status": 422}
+            continue
+        checked.append((i, arguments(body["jobName"], body.get("data"), body.get("options"))))
+    answers = await queue_of(request).enqueue_many(
+        [job for _, job in checked],
+        request_id=request.state.request_id,
+        traceparent=request.state.traceparent,
+    )
+    for (i, _), answer in zip(checked, answers, strict=True):
+        if isinstance(answer, Enqueued):
+            if not answer.duplicate:
+                metrics.count_enqueue(answer.pool, answer.name)
+            results[i] = {**bulk_body(answer), "status": 200 if answer.duplicate else 202}
+        else:
+            status = queue_error_status(answer)
+            results[i] = {"error": CODES[status], "detail": answer.detail, "status": status}
+    everything = all(r["status"] == 202 for r in results)
+    return JSONResponse({"results": results}, status_code=202 if everything else 207)
+
+
+def bulk_body(job: Enqueued) -> dict[str, Any]:
+    """The body /enqueue-task answers, with the job's status as `jobStatus` (`status` is the
+    HTTP status of this job in a bulk answer)."""
+    body = enqueued_body(job)
+    body["jobStatus"] = body.pop("status")
+    return body
 
 
 async def get_job(request: Request) -> Response:
@@ -326,6 +373,7 @@ async def seed_template(request: Request) -> Response:
 ROUTES = [
     # the hot path first: Starlette tries routes in order
     Route("/enqueue-task", enqueue_task, methods=["POST"]),
+    Route("/enqueue-tasks", enqueue_tasks, methods=["POST"]),
     Route("/", root),
     Route("/health", health),
     Route("/ready", ready),

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from jobs.errors import Conflict, InvalidJob, NotFound, Unavailable
+from jobs.errors import Conflict, InvalidJob, NotFound, QueueError, Unavailable
 from server.schemas import Invalid
 
 log = logging.getLogger("server.errors")
@@ -67,6 +67,17 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"no route {request.url.path}"
     return error_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
+
+
+def queue_error_status(exc: QueueError) -> int:
+    """The HTTP status of an error of the queue layer."""
+    if isinstance(exc, InvalidJob):
+        return 422
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, Conflict):
+        return 409
+    return 503
 
 
 async def on_invalid(request: Request, exc: Exception) -> Response:

@@ -8,11 +8,14 @@ from typing import Any
 
 from jobs.queue import CURSOR_PATTERN
 from server.schemas import (
+    BULK,
+    BULK_RESULTS,
     DLQ_FILTER,
     ENQUEUE,
     ENQUEUED,
     ERROR,
     JOB_RECORD,
+    MAX_BULK,
     MAX_HISTORY_MINUTES,
     MAX_LIST,
     MAX_QUERY,
@@ -106,11 +109,26 @@ def document() -> dict[str, Any]:
                 "responses": {**accepted, **enqueue_errors},
             }
         },
+        "/enqueue-tasks": {
+            "post": {
+                "summary": f"Enqueue up to {MAX_BULK} jobs, each answered on its own",
+                "requestBody": _body(BULK),
+                "responses": {
+                    "202": _json(BULK_RESULTS, "Every job accepted"),
+                    "207": _json(BULK_RESULTS, "Some jobs refused, duplicate or not accepted"),
+                    **_errors(400, 401, 403, 413, 415, 422),
+                },
+            }
+        },
         "/jobs": {
             "get": {
                 **_get("Jobs newest first, filtered; page on with the cursor", obj, 422),
                 "parameters": [
-                    _query("status", {"type": "string", "enum": STATUSES}, "only this status"),
+                    _query(
+                        "status",
+                        {"type": "string", "enum": ["", *STATUSES]},
+                        "only this status (empty: any)",
+                    ),
                     _query("pool", {"type": "string"}, "only this pool"),
                     _query("name", {"type": "string"}, "only this job name"),
                     _query(

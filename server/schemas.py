@@ -54,6 +54,46 @@ ENQUEUE: Schema = {
     "additionalProperties": False,
 }
 
+STATUSES = ["queued", "delayed", "active", "completed", "failed", "dead", "cancelled"]
+MAX_BULK = 1000  # jobs in one POST /enqueue-tasks
+# each job is checked against ENQUEUE on its own (a bad one answers its own error in the
+# results), so the envelope asks only for objects
+BULK: Schema = {
+    "type": "object",
+    "required": ["jobs"],
+    "properties": {
+        "jobs": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_BULK,
+            "items": {"description": "a body of POST /enqueue-task"},
+        }
+    },
+    "additionalProperties": False,
+}
+BULK_RESULTS: Schema = {
+    "type": "object",
+    "required": ["results"],
+    "properties": {
+        "results": {
+            "type": "array",
+            "description": "one per job, in order: the body /enqueue-task answers (the job's "
+            "status as jobStatus) or an error body, each with its HTTP status as status",
+            "items": {
+                "type": "object",
+                "required": ["status"],
+                "properties": {
+                    "status": {"type": "integer"},
+                    "jobId": {"type": "string"},
+                    "jobStatus": {"type": "string", "enum": STATUSES},
+                    "error": {"type": "string"},
+                    "detail": {"type": "string"},
+                },
+            },
+        }
+    },
+}
+
 SEED_MESSAGE: Schema = {
     "type": "object",
     "required": ["message"],
@@ -81,7 +121,6 @@ DLQ_FILTER: Schema = {
     "additionalProperties": False,
 }
 
-STATUSES = ["queued", "delayed", "active", "completed", "failed", "dead", "cancelled"]
 
 JOB_RECORD: Schema = {
     "type": "object",
@@ -239,6 +278,18 @@ def compile_schema(schema: Schema) -> Check:
                 raise Invalid(where, f"{where} must be at most {maximum}")
 
         checks.append(check_number)
+    if {"minItems", "maxItems"} & schema.keys():
+        fewest, most = schema.get("minItems", 0), schema.get("maxItems")
+
+        def check_array(value: Any, where: str) -> None:
+            if not isinstance(value, list):
+                return
+            if len(value) < fewest:
+                raise Invalid(where, f"{where} must hold at least {fewest} items")
+            if most is not None and len(value) > most:
+                raise Invalid(where, f"{where} must hold at most {most} items")
+
+        checks.append(check_array)
     if {"required", "properties"} & schema.keys() or schema.get("additionalProperties") is False:
         required = tuple(schema.get("required", ()))
         properties = {
@@ -283,11 +334,12 @@ def name_choices(jobs: list[str], pools: list[str]) -> None:
     _compiled.clear()
 
 
-def validate(value: Any, schema: Schema) -> None:
-    """Raise Invalid at the first place where a request body breaks `schema`."""
+def validate(value: Any, schema: Schema, where: str = "body") -> None:
+    """Raise Invalid at the first place where a request body (or the part of it named
+    `where`) breaks `schema`."""
     check = _compiled.get(id(schema))
     if check is None:
         check = _compiled[id(schema)] = compile_schema(schema)
-    check(value, "body")
+    check(value, where)
     if _depth(value) > MAX_DEPTH:
         raise Invalid("body", f"body is nested deeper than {MAX_DEPTH} levels")

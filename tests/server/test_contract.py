@@ -91,6 +91,39 @@ def test_racing_duplicates_on_different_workers_make_one_job(svc: Service) -> No
     assert sorted(codes) == [200] * 15 + [202]
 
 
+def test_a_bulk_enqueue_answers_each_job_in_order_and_a_bad_one_fails_alone(
+    svc: Service,
+) -> None:
+    existing = svc.enqueue("noop", {}, jobId="bulk-existing")
+    jobs = [
+        {"jobName": "noop", "data": {"n": 1}},
+        {"jobName": "no-such-job"},
+        {"jobName": "noop", "options": {"jobId": existing}},
+        "not an object",
+        {"jobName": "noop", "options": {"delay": 3600}},
+        {"jobName": "noop", "options": {"queue": "no-such-pool"}},
+        {"jobName": "calculation", "data": {"operation": "sum", "numbers": [1, 2]}},
+    ]
+    r = post(svc, "/enqueue-tasks", {"jobs": jobs})
+    assert r.status_code == 207, r.text
+    results = r.json()["results"]
+    assert [x["status"] for x in results] == [202, 422, 200, 422, 202, 422, 202]
+    assert "jobs[1].jobName" in results[1]["detail"] and results[1]["error"] == "validation_error"
+    assert "jobs[3]" in results[3]["detail"] and "no-such-pool" in results[5]["detail"]
+    assert results[2]["jobId"] == existing and results[2]["duplicate"] is True
+    assert results[4]["jobStatus"] == "delayed" and results[0]["jobStatus"] == "queued"
+    assert results[0]["jobData"] == {"n": 1}
+    assert svc.wait_status(results[6]["jobId"], "completed")["result"]["sum"] == 3
+    svc.wait_status(results[0]["jobId"], "completed")
+    assert svc.http.delete(f"/jobs/{results[4]['jobId']}").status_code == 200  # leave no delayed
+    # all accepted: 202; the shape itself is checked
+    r = post(svc, "/enqueue-tasks", {"jobs": [{"jobName": "noop"}] * 3})
+    assert r.status_code == 202 and len({x["jobId"] for x in r.json()["results"]}) == 3
+    for body in ({"jobs": []}, {"jobs": {}}, {}, {"jobs": [{"jobName": "noop"}] * 1001}):
+        r = post(svc, "/enqueue-tasks", body)
+        assert r.status_code == 422 and r.json()["error"] == "validation_error", body
+
+
 def test_delayed_job_waits_then_runs(svc: Service) -> None:
     r = post(
         svc,
@@ -348,7 +381,8 @@ def test_openapi_document_describes_the_api(svc: Service) -> None:
     ]
     assert schema["required"] == ["jobName"] and "options" in schema["properties"]
     for path in ("/jobs/{job_id}", "/queue/stats", "/dlq", "/health", "/ready", "/metrics",
-                 "/jobs/{job_id}/logs", "/queue/history", "/events", "/dlq/retry-matching"):  # fmt: skip
+                 "/jobs/{job_id}/logs", "/queue/history", "/events", "/dlq/retry-matching",
+                 "/enqueue-tasks"):  # fmt: skip
         assert path in doc["paths"]
 
 

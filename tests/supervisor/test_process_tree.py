@@ -3,6 +3,7 @@ checked, the embedded server has a memory limit, metric files of dead processes 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -12,6 +13,13 @@ from pathlib import Path
 import pytest
 import redis
 from helpers import ROOT, Load, Service, alive, children, kill_tree, running, wait_for
+
+
+def ours(pid: int) -> bool:
+    with contextlib.suppress(OSError):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"supervisor" in cmdline or b"valkey" in cmdline
+    return False
 
 
 def tree(pid: int) -> list[int]:
@@ -28,6 +36,7 @@ def test_kill_9_of_the_master_alone_leaves_no_process_and_a_restart_completes_ev
 ) -> None:
     env = {"JOB_MODULES": "testjobs", "POOLS": ""}
     svc = Service(data_dir, **env)
+    family: list[int] = []
     try:
         svc.start()
         jobs = [svc.enqueue("sleeper", {"seconds": 2}) for _ in range(6)]
@@ -43,7 +52,8 @@ def test_kill_9_of_the_master_alone_leaves_no_process_and_a_restart_completes_ev
             left = [(p, Path(f"/proc/{p}/cmdline").read_bytes()) for p in family if alive(p)]
             raise AssertionError(f"still alive after 15 s: {left}") from None
     finally:
-        for p in tree(svc.pid):
+        # the family too, by pid: it may have outlived the master (and not a reused pid)
+        for p in tree(svc.pid) + [p for p in family if alive(p) and ours(p)]:
             kill_tree(p)
         svc.stop()
     with running(data_dir, **env) as again:
