@@ -30,12 +30,12 @@ from redis.exceptions import RedisError
 
 from jobs import metrics, otel, tracing
 from jobs.connection import async_client
-from jobs.context import JobContext
+from jobs.context import JobContext, RateLimited
 from jobs.errors import JobInputError
 from jobs.heartbeat import Heartbeat
 from jobs.pulse import Pulse
 from jobs.queue import Backoff
-from jobs.registry import JobSpec, registry
+from jobs.registry import JobSpec, caps, registry
 from jobs.settings import Settings
 from jobs.store import Outcome, Store, Try, calls
 
@@ -220,6 +220,7 @@ class Consumer(Worker):
                         pool=self.pool_name,
                         instance=self.instance,
                         info=self.info,
+                        caps=caps(self.pool_name),
                     )
                 )
                 if done.ok:
@@ -385,6 +386,9 @@ class Consumer(Worker):
                 raise
             # raised by the job's own code: a failed try like any other error
             ending = self.failure(run, exc)
+        except RateLimited as exc:
+            log.info("job asked for its pool to be held %g s", exc.seconds, extra=run.extra)
+            ending = Ending(Outcome.LIMITED, "", "", exc.seconds)
         except Exception as exc:
             ending = self.failure(run, exc)
         finally:

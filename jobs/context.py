@@ -20,6 +20,14 @@ MAX_PROGRESS_BYTES = 4096
 log = logging.getLogger("jobs.context")
 
 
+class RateLimited(Exception):
+    """Raised by a job (`raise ctx.rate_limited(seconds)`) to hold its pool for `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"rate limited for {seconds:g} s")
+        self.seconds = max(0.0, float(seconds))
+
+
 @dataclass
 class JobContext:
     """Passed to every job function as its first argument."""
@@ -89,6 +97,12 @@ class JobContext:
         if self.stopped.is_set():
             return False
         return asyncio.run_coroutine_threadsafe(self.log(text), self.loop).result(timeout=10)
+
+    def rate_limited(self, seconds: float) -> RateLimited:
+        """`raise ctx.rate_limited(30)`: the service this job calls said "too many": the job
+        goes back to its pool (not a failed try) and the whole pool starts nothing for
+        `seconds`, on every node (like BullMQ's RateLimitError)."""
+        return RateLimited(seconds)
 
     def retry(self, delay: float | None = None) -> Retry:
         """`raise ctx.retry(5)` asks for another try in 5 s (counts as a failed try)."""

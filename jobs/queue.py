@@ -192,6 +192,7 @@ def record(raw: dict[str, str]) -> dict[str, Any]:
         "requestId": raw.get("requestId") or None,
         "traceparent": raw.get("traceparent") or None,
         "tries": tries(raw.get("tries")),
+        "waitingFor": raw.get("waitingFor") or None,
     }
 
 
@@ -206,6 +207,35 @@ def dlq_item(raw: dict[str, str]) -> dict[str, Any]:
         "traceback": raw.get("traceback") or None,
         "failedAt": iso(raw.get("failedAt")),
     }
+
+
+def flow_body(pool: str, state: dict[str, Any]) -> dict[str, Any]:
+    control = state["control"]
+    return {
+        "pool": pool,
+        "paused": control.paused,
+        "limits": control.limits,
+        "caps": control.caps,
+        "heldUntil": iso(str(control.hold_until)) if control.hold_until > state["now"] else None,
+        "running": state["running"],
+        "startedInPeriod": state["started"],
+    }
+
+
+def holding_back(state: dict[str, Any]) -> str | None:
+    """What of a pool's flow control holds its queued jobs back now, if any."""
+    control = state["control"]
+    limits = control.limits or {}
+    rate = limits.get("rate") or {}
+    if control.paused:
+        return "the pool is paused"
+    if control.hold_until > state["now"]:
+        return "a job asked for the pool to be rate limited"
+    if limits.get("concurrency") and state["running"] >= limits["concurrency"]:
+        return "the pool's concurrency limit"
+    if rate.get("max") and state["started"] >= rate["max"]:
+        return "the pool's rate limit"
+    return None
 
 
 def unserved_warning(pool: str, count: int) -> str:
@@ -352,9 +382,51 @@ class Queue:
         return Enqueued(ident, name, data, written.status, written.worker, pool)
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
-        """The job's record (the shape of GET /jobs/{id}), or None when unknown or expired."""
+        """The job's record (the shape of GET /jobs/{id}), or None when unknown or expired.
+        A queued job says what holds it back, if its pool's flow control does."""
         raw = await self.store.job(job_id)
-        return record(raw) if raw.get("id") else None
+        if not raw.get("id"):
+            return None
+        found = record(raw)
+        if found["status"] == Status.QUEUED and not found["waitingFor"]:
+            found["waitingFor"] = holding_back(
+                (await self.store.flow([found["pool"]]))[found["pool"]]
+            )
+        return found
+
+    # flow control: pause, resume, limits
+
+    async def flow(self, pool: str) -> dict[str, Any]:
+        """`pool`'s flow control: paused, limits, caps, and what of them is used now."""
+        return flow_body(pool, (await self.store.flow([self._known(pool)]))[pool])
+
+    async def pause(self, pool: str) -> dict[str, Any]:
+        """Start no job of `pool` on any node until `resume` (running ones finish)."""
+        await self.store.run(calls.control(self.store.keys, pool=self._known(pool), what="pause"))
+        return await self.flow(pool)
+
+    async def resume(self, pool: str) -> dict[str, Any]:
+        await self.store.run(calls.control(self.store.keys, pool=self._known(pool), what="resume"))
+        return await self.flow(pool)
+
+    async def set_limits(self, pool: str, limits: dict[str, Any] | None) -> dict[str, Any]:
+        """Set `pool`'s limits (the shape of PUT /pools/{pool}/limits), or remove them (None),
+        for every consumer of the fleet."""
+        await self.store.run(
+            calls.control(self.store.keys, pool=self._known(pool), what="limits", limits=limits)
+        )
+        return await self.flow(pool)
+
+    async def flows(self) -> dict[str, dict[str, Any]]:
+        pools = await self.pools()
+        return {
+            pool: flow_body(pool, state) for pool, state in (await self.store.flow(pools)).items()
+        }
+
+    def _known(self, pool: str) -> str:
+        if pool not in self.settings.pools:
+            raise NotFound(f"no pool {pool!r}")
+        return pool
 
     async def list_jobs(
         self,
@@ -447,6 +519,7 @@ class Queue:
                 int(w["concurrency"] or 0) for w in workers if not w["draining"]
             ),
             "workers": workers,
+            "pools": await self.flows(),
         }
 
     async def store_warnings(self) -> list[str]:

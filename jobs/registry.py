@@ -21,6 +21,7 @@ class JobSpec:
     timeout: float | None = None
     backoff: dict[str, Any] | None = None
     pool: str = DEFAULT_POOL
+    max_concurrency: int | None = None  # tries of this job at once, across the whole fleet
 
     @property
     def is_async(self) -> bool:
@@ -43,6 +44,7 @@ def job(
     timeout: float | None = None,
     backoff: dict[str, Any] | None = None,
     pool: str = DEFAULT_POOL,
+    max_concurrency: int | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
 
 
@@ -54,21 +56,36 @@ def job(
     timeout: float | None = None,
     backoff: dict[str, Any] | None = None,
     pool: str = DEFAULT_POOL,
+    max_concurrency: int | None = None,
 ) -> Any:
     """Register a job function, `async def f(ctx, data)` or a plain `def` run in a thread.
 
     Use bare (`@job`, named after the function) or with options:
-    `@job("report", attempts=2, timeout=60, pool="worker1")`.
+    `@job("report", attempts=2, timeout=60, pool="worker1", max_concurrency=2)`;
+    `max_concurrency` caps the tries of this job running at once across the whole fleet.
     """
+    if max_concurrency is not None and max_concurrency < 1:
+        raise ValueError("max_concurrency must be at least 1")
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
         job_name = name if isinstance(name, str) else func.__name__
-        registry[job_name] = JobSpec(job_name, func, attempts, timeout, backoff, pool)
+        registry[job_name] = JobSpec(
+            job_name, func, attempts, timeout, backoff, pool, max_concurrency
+        )
         return func
 
     if callable(name):
         return register(name)
     return register
+
+
+def caps(pool: str) -> dict[str, int]:
+    """The `max_concurrency` of the registered jobs of `pool`."""
+    return {
+        spec.name: spec.max_concurrency
+        for spec in registry.values()
+        if spec.pool == pool and spec.max_concurrency is not None
+    }
 
 
 def load(modules: tuple[str, ...] = ()) -> dict[str, JobSpec]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 DEFAULT_POOL = "default"
 
@@ -47,6 +49,21 @@ def _flag(env: dict[str, str], name: str) -> bool:
     if raw in ("1", "true", "yes", "on"):
         return True
     raise SettingsError(f"{name} must be 1 or 0, got {raw!r}")
+
+
+def _pool_limits(raw: str, pools: dict[str, int]) -> dict[str, dict[str, Any]]:
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise SettingsError('POOL_LIMITS must be JSON: {"<pool>": {<limits>}, ...}') from None
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise SettingsError("POOL_LIMITS must be a JSON object of pool -> limits object")
+    unknown = sorted(set(value) - set(pools))
+    if unknown:
+        raise SettingsError(f"POOL_LIMITS names pools not in POOLS: {', '.join(unknown)}")
+    return value
 
 
 def default_maxmemory() -> int:
@@ -146,6 +163,8 @@ class Settings:
     # Host header names answered; "*" answers any (the default when HOST is not loopback)
     allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES
     session_seconds: int = 12 * 3600  # a dashboard sign-in lasts this long
+    # pool -> limits (the shape of PUT /pools/{pool}/limits), set by the master at start
+    pool_limits: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -199,6 +218,7 @@ class Settings:
             embedded_maxmemory=_bytes(env, "EMBEDDED_MAXMEMORY", default_maxmemory()),
             allowed_hosts=tuple(hosts) or default_allowed_hosts(host),
             session_seconds=_int(env, "SESSION_SECONDS", 12 * 3600, minimum=60),
+            pool_limits=_pool_limits(env.get("POOL_LIMITS", ""), pools),
         ).checked()
 
     def checked(self) -> Settings:

@@ -32,6 +32,7 @@ from server.schemas import (
     BULK,
     DLQ_FILTER,
     ENQUEUE,
+    LIMITS,
     MAX_HISTORY_MINUTES,
     MAX_LIST,
     MAX_QUERY,
@@ -222,6 +223,31 @@ async def queue_stats(request: Request) -> Response:
     return JSONResponse(await queue_of(request).stats())
 
 
+# flow control
+
+
+async def list_pools(request: Request) -> Response:
+    return JSONResponse({"pools": list((await queue_of(request).flows()).values())})
+
+
+async def pause_pool(request: Request) -> Response:
+    return JSONResponse(await queue_of(request).pause(request.path_params["pool"]))
+
+
+async def resume_pool(request: Request) -> Response:
+    return JSONResponse(await queue_of(request).resume(request.path_params["pool"]))
+
+
+async def pool_limits(request: Request) -> Response:
+    queue, pool = queue_of(request), request.path_params["pool"]
+    if request.method == "PUT":
+        limits = await read_json(request, LIMITS)
+        return JSONResponse(await queue.set_limits(pool, limits or None))
+    if request.method == "DELETE":
+        return JSONResponse(await queue.set_limits(pool, None))
+    return JSONResponse(await queue.flow(pool))
+
+
 def _paging(request: Request) -> tuple[int, int]:
     try:
         limit = int(request.query_params.get("limit", "50"))
@@ -384,6 +410,10 @@ ROUTES = [
     Route("/jobs/{job_id}", job_resource, methods=["GET", "DELETE"]),
     Route("/jobs/{job_id}/logs", job_logs),
     Route("/queue/stats", queue_stats),
+    Route("/pools", list_pools),
+    Route("/pools/{pool}/pause", pause_pool, methods=["POST"]),
+    Route("/pools/{pool}/resume", resume_pool, methods=["POST"]),
+    Route("/pools/{pool}/limits", pool_limits, methods=["GET", "PUT", "DELETE"]),
     Route("/queue/history", queue_history),
     Route("/events", events.events),
     Route("/dlq", dlq_list),

@@ -14,7 +14,9 @@ from server.schemas import (
     ENQUEUE,
     ENQUEUED,
     ERROR,
+    FLOW,
     JOB_RECORD,
+    LIMITS,
     MAX_BULK,
     MAX_HISTORY_MINUTES,
     MAX_LIST,
@@ -54,6 +56,10 @@ def _body(schema: Schema, required: bool = True) -> dict[str, Any]:
 
 def _id_param() -> list[dict[str, Any]]:
     return [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
+def _pool_param() -> list[dict[str, Any]]:
+    return [{"name": "pool", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 
 def _query(name: str, schema: Schema, description: str) -> dict[str, Any]:
@@ -119,6 +125,41 @@ def document() -> dict[str, Any]:
                     **_errors(400, 401, 403, 413, 415, 422),
                 },
             }
+        },
+        "/pools": {"get": _get("Every pool's pause state, limits and their use", obj)},
+        "/pools/{pool}/pause": {
+            "post": {
+                "summary": "Start no job of the pool on any node (running ones finish)",
+                "parameters": _pool_param(),
+                "responses": {"200": _json(FLOW, "Paused"), **_errors(401, 403, 404)},
+            }
+        },
+        "/pools/{pool}/resume": {
+            "post": {
+                "summary": "Start the pool's jobs again",
+                "parameters": _pool_param(),
+                "responses": {"200": _json(FLOW, "Resumed"), **_errors(401, 403, 404)},
+            }
+        },
+        "/pools/{pool}/limits": {
+            "get": {
+                **_get("The pool's limits and their use", FLOW, 404),
+                "parameters": _pool_param(),
+            },
+            "put": {
+                "summary": "Set the pool's limits, for every node",
+                "parameters": _pool_param(),
+                "requestBody": _body(LIMITS),
+                "responses": {
+                    "200": _json(FLOW, "Set"),
+                    **_errors(400, 401, 403, 404, 413, 415, 422),
+                },
+            },
+            "delete": {
+                "summary": "Remove the pool's limits",
+                "parameters": _pool_param(),
+                "responses": {"200": _json(FLOW, "Removed"), **_errors(401, 403, 404)},
+            },
         },
         "/jobs": {
             "get": {

@@ -94,6 +94,49 @@ BULK_RESULTS: Schema = {
     },
 }
 
+MAX_LIMIT = 1_000_000  # the largest count a limit may name
+RATE: Schema = {
+    "type": "object",
+    "required": ["max", "period"],
+    "properties": {
+        "max": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+        "period": {"type": "number", "exclusiveMinimum": 0, "maximum": 86_400},
+    },
+    "additionalProperties": False,
+}
+CONCURRENCY: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
+LIMITS: Schema = {
+    "type": "object",
+    "description": "every part optional: jobs started per period, tries running at once, and "
+    "tries of one job name running at once, across every node",
+    "properties": {
+        "rate": RATE,
+        "concurrency": CONCURRENCY,
+        "jobs": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["concurrency"],
+                "properties": {"concurrency": CONCURRENCY},
+                "additionalProperties": False,
+            },
+        },
+    },
+    "additionalProperties": False,
+}
+FLOW: Schema = {
+    "type": "object",
+    "properties": {
+        "pool": {"type": "string"},
+        "paused": {"type": "boolean"},
+        "limits": {"type": ["object", "null"]},
+        "caps": {"type": "object"},
+        "heldUntil": {"type": ["string", "null"], "format": "date-time"},
+        "running": {"type": "integer"},
+        "startedInPeriod": {"type": "integer"},
+    },
+}
+
 SEED_MESSAGE: Schema = {
     "type": "object",
     "required": ["message"],
@@ -290,12 +333,14 @@ def compile_schema(schema: Schema) -> Check:
                 raise Invalid(where, f"{where} must hold at most {most} items")
 
         checks.append(check_array)
-    if {"required", "properties"} & schema.keys() or schema.get("additionalProperties") is False:
+    if {"required", "properties", "additionalProperties"} & schema.keys():
         required = tuple(schema.get("required", ()))
         properties = {
             name: compile_schema(sub) for name, sub in schema.get("properties", {}).items()
         }
-        closed = schema.get("additionalProperties") is False
+        others = schema.get("additionalProperties", True)
+        closed = others is False
+        other = compile_schema(others) if isinstance(others, dict) else None
 
         def check_object(value: Any, where: str) -> None:
             if not isinstance(value, dict):
@@ -306,7 +351,7 @@ def compile_schema(schema: Schema) -> Check:
                     field = _join(path, name)
                     raise Invalid(field, f"{field} is required")
             for name, item in value.items():
-                check = properties.get(name)
+                check = properties.get(name, other)
                 if check is not None:
                     check(item, _join(path, name))
                 elif closed:

@@ -34,6 +34,8 @@ Configuration is read from the environment:
   NODE_NAME             this node's name in consumer ids (default: the host name)
   LOG_LEVEL             DEBUG, INFO, WARNING or ERROR (default INFO)
   LOG_FILE              also write the JSON log lines here, rotated daily
+  POOL_LIMITS           limits set at start, JSON {"<pool>": {"rate": {"max": N, "period": s},
+                        "concurrency": N, "jobs": {"<name>": {"concurrency": N}}}}
   ACCESS_LOG            1 logs each HTTP request as a JSON line (default 0: off)
 HEARTBEAT_INTERVAL (1), HEARTBEAT_TTL (5), LEASE_SECONDS (10), CONSUMER_TIMEOUT (30),
 MAX_CRASHES (3), KEEP_RESULT_SECONDS (86400), HISTORY_SECONDS (86400) and DLQ_MAX (10000) tune the job store.
@@ -64,11 +66,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from jobs.settings import Settings, SettingsError
+    from server.schemas import LIMITS, Invalid, validate
 
     try:
         settings = Settings.from_env()
-    except SettingsError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+        for pool, limits in settings.pool_limits.items():
+            validate(limits, LIMITS, f"POOL_LIMITS.{pool}")
+    except (SettingsError, Invalid) as exc:
+        detail = exc.detail if isinstance(exc, Invalid) else str(exc)
+        print(f"configuration error: {detail}", file=sys.stderr)
         sys.exit(2)
 
     if args.command == "move-jobs":

@@ -98,6 +98,7 @@ class Master(Arbiter):  # type: ignore[misc]
         self.store = SyncStore(self.redis, self.settings)
         self.warn_about_store()
         self.warn_about_unserved_pools()
+        self.set_pool_limits()
         try:
             self.node.claim(self.redis)
         except NodeTaken as exc:
@@ -125,6 +126,17 @@ class Master(Arbiter):  # type: ignore[misc]
             return
         for pool, count in unserved.items():
             log.warning("%s", unserved_warning(pool, count))
+
+    def set_pool_limits(self) -> None:
+        """POOL_LIMITS: set at each start, for every node (the API may change them later)."""
+        assert self.store is not None
+        for pool, limits in self.settings.pool_limits.items():
+            try:
+                self.store.run(
+                    calls.control(self.store.keys, pool=pool, what="limits", limits=limits or None)
+                )
+            except RedisError as exc:
+                log.warning("could not set the limits of pool %s: %s", pool, exc)
 
     def refuse_if_data_dir_in_use(self) -> None:
         client = sync_client(self.settings, socket_timeout=1, retry=None)

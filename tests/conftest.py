@@ -32,3 +32,13 @@ def store(valkey: Valkey) -> Iterator[redis.Redis]:
 def data_dir(tmp_path: Path) -> Path:
     # short: the embedded server's unix socket lives here
     return tmp_path / "d"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Valkey]:
+    """An external Valkey of the test's own, for nodes that share it."""
+    valkey = Valkey(tmp_path / "store")
+    try:
+        yield valkey
+    finally:
+        valkey.stop()

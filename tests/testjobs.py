@@ -154,3 +154,20 @@ async def traced(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
     if data.get("failFirst") and ctx.attempt == 1:
         raise RuntimeError("the first try fails")
     return {"requestId": ctx.request_id, "traceparent": ctx.traceparent}
+
+
+@job
+def rate_limited_once(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
+    """Asks for its pool to be held on its first run (the called service said "too many")."""
+    marker = str(data["marker"])
+    if not os.path.exists(marker):
+        with open(marker, "w") as fh:
+            fh.write("seen")
+        raise ctx.rate_limited(float(data.get("seconds", 1)))
+    return {"attempt": ctx.attempt}
+
+
+@job(max_concurrency=1)
+async def one_at_a_time(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
+    await asyncio.sleep(float(data.get("seconds", 0.3)))
+    return {}

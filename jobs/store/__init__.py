@@ -22,6 +22,7 @@ from jobs.store.types import (
     TERMINAL,
     Beat,
     Claimed,
+    Control,
     Outcome,
     Page,
     Recorded,
@@ -37,6 +38,7 @@ __all__ = [
     "Beat",
     "Call",
     "Claimed",
+    "Control",
     "Keys",
     "Outcome",
     "Page",
@@ -186,6 +188,35 @@ class Store:
 
     async def pools(self, configured: set[str]) -> list[str]:
         return sorted(configured | set(await self.redis.smembers(self.keys.pools)))
+
+    async def flow(self, pools: list[str]) -> dict[str, dict[str, Any]]:
+        """Each pool's flow control as it stands: its control state, its held tries and its
+        starts in the rate period, by the server's clock."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.time()
+            for pool in pools:
+                pipe.hmget(k.control(pool), "paused", "limits", "caps", "holdUntil")
+                pipe.hget(k.running(pool), "all")
+                pipe.zrange(k.starts(pool), 0, -1, withscores=True)
+            out = await pipe.execute()
+        seconds, micros = out[0]
+        now = int(seconds) * 1000 + int(micros) // 1000
+        found: dict[str, dict[str, Any]] = {}
+        for i, pool in enumerate(pools):
+            control, running, starts = out[1 + 3 * i : 4 + 3 * i]
+            state = calls.decode_control([v or "" for v in control])
+            period = 0.0
+            rate = (state.limits or {}).get("rate")
+            if isinstance(rate, dict) and isinstance(rate.get("period"), int | float):
+                period = float(rate["period"]) * 1000
+            found[pool] = {
+                "now": now,
+                "control": state,
+                "running": int(running or 0),
+                "started": sum(1 for _, at in starts if at > now - period),
+            }
+        return found
 
     async def consumers(self, pools: list[str]) -> dict[str, Any]:
         """Counts and consumers over `pools`, judged by the server's clock."""

@@ -6,13 +6,24 @@ None in production (the scripts read the server's clock) and explicit millisecon
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from jobs.settings import Settings
 from jobs.store.keys import Keys
-from jobs.store.types import Beat, Claimed, Page, Recorded, Recovered, Registered, Try, Written
+from jobs.store.types import (
+    Beat,
+    Claimed,
+    Control,
+    Page,
+    Recorded,
+    Recovered,
+    Registered,
+    Try,
+    Written,
+)
 
 T = TypeVar("T")
 
@@ -256,6 +267,7 @@ def register(
     pool: str,
     instance: str,
     info: str,
+    caps: dict[str, int] | None = None,
     now: int | None = None,
 ) -> Call[Registered]:
     return Call(
@@ -270,9 +282,34 @@ def register(
             _ms(s.heartbeat_ttl),
             info,
             s.keep_result_seconds * 1000,
+            json.dumps(caps, sort_keys=True, separators=(",", ":")) if caps else "",
         ],
         lambda r: Registered(r[0] == "ok", r[1] if len(r) > 1 else None),
     )
+
+
+def control(
+    k: Keys, *, pool: str, what: str, limits: dict[str, Any] | None = None, now: int | None = None
+) -> Call[Control]:
+    """Pause or resume `pool`, set its limits (None removes them), or just read (`what` is
+    pause, resume, limits or read)."""
+    encoded = json.dumps(limits, separators=(",", ":")) if limits else ""
+    return Call(
+        "control",
+        [k.control(pool), k.workers(pool)],
+        [k.prefix, _now(now), pool, what, encoded],
+        decode_control,
+    )
+
+
+def decode_control(r: Any) -> Control:
+    def load(raw: str) -> Any:
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:
+            return None
+
+    return Control(r[0] == "1", load(r[1]), load(r[2]) or {}, int(r[3] or 0))
 
 
 def heartbeat(

@@ -35,6 +35,18 @@ class Keys:
     def draining(self, pool: str) -> str:
         return f"{self.prefix}:draining:{pool}"
 
+    def control(self, pool: str) -> str:
+        return f"{self.prefix}:control:{pool}"
+
+    def running(self, pool: str) -> str:
+        return f"{self.prefix}:running:{pool}"
+
+    def starts(self, pool: str) -> str:
+        return f"{self.prefix}:starts:{pool}"
+
+    def parked(self, pool: str, name: str) -> str:
+        return f"{self.prefix}:parked:{pool}:{name}"
+
     def sweep(self, pool: str) -> str:
         return f"{self.prefix}:sweep:{pool}"
 

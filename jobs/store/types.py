@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 
 class Status(StrEnum):
@@ -29,6 +30,18 @@ class Outcome(StrEnum):
     DEAD = "dead"
     CANCELLED = "cancelled"
     REQUEUE = "requeue"  # stopped by a shutdown: not a try
+    LIMITED = "limited"  # the job asked for its pool to be rate limited: not a try
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """A pool's flow control: paused, its limits (as set), the caps its jobs' decorators
+    ask for, and until when (server ms) a job asked for it to be rate limited."""
+
+    paused: bool
+    limits: dict[str, Any] | None
+    caps: dict[str, int]
+    hold_until: int
 
 
 @dataclass(frozen=True, slots=True)

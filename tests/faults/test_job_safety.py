@@ -8,7 +8,6 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,16 +20,6 @@ pytestmark = pytest.mark.slow
 
 JOBS = {"POOLS": "", "JOB_MODULES": "testjobs"}
 TESTS = ROOT / "tests"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Valkey]:
-    """An external Valkey of the test's own, for nodes that share it."""
-    valkey = Valkey(tmp_path / "store")
-    try:
-        yield valkey
-    finally:
-        valkey.stop()
 
 
 def node_env(name: str, server: Valkey, **env: object) -> dict[str, object]:

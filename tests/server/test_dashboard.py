@@ -380,6 +380,22 @@ def test_a_delayed_job_cancelled_from_its_detail_is_cancelled(
     dashboard.assert_clean()
 
 
+def test_a_pool_paused_in_the_page_starts_nothing_until_resumed_there(
+    svc: Service, dashboard: Dashboard
+) -> None:
+    pause = dashboard.page.locator('tr[data-pool="worker1"] button[data-flow="pause"]')
+    pause.click()
+    wait_for(lambda: svc.http.get("/pools/worker1/limits").json()["paused"], 10, what="paused")
+    job_id = svc.enqueue("noop", {}, queue="worker1")
+    row = dashboard.page.locator('tr[data-pool="worker1"]')
+    row.locator(".badge", has_text="paused").wait_for(timeout=SOON)
+    assert svc.job(job_id)["waitingFor"] == "the pool is paused"
+    row.locator('button[data-flow="resume"]').click()
+    svc.wait_status(job_id, "completed", 10)
+    row.locator(".badge", has_text="running").wait_for(timeout=SOON)
+    dashboard.assert_clean()
+
+
 def test_a_populated_dashboard_shows_every_pool_and_each_kind_of_job(
     svc: Service, dashboard: Dashboard, tmp_path: Path
 ) -> None:

@@ -35,7 +35,8 @@ S = Settings(
 K = Keys(S.prefix)
 JOBS = [f"j{i}" for i in range(8)]
 SLOTS = ["a", "b", "c"]
-OUTCOMES = ["completed", "failed", "dead", "cancelled", "requeue"]
+OUTCOMES = ["completed", "failed", "dead", "cancelled", "requeue", "limited"]
+NAMES = ["report", "noop"]
 STEPS = {"count": 0}
 
 
@@ -93,7 +94,7 @@ def machine(client: redis.Redis) -> type[RuleBasedStateMachine]:
         )
         def enqueue(self, job: str, delay: int, prio: int) -> None:
             written = self.run(
-                calls.enqueue(K, S, job_id=job, name="noop", pool="p", data="{}", delay_ms=delay,
+                calls.enqueue(K, S, job_id=job, name=NAMES[int(job[1:]) % 2], pool="p", data="{}", delay_ms=delay,
                               priority=prio, attempts=2, timeout=20.0, backoff="{}", now=self.now)
             )  # fmt: skip
             if written.outcome == "created":
@@ -182,6 +183,26 @@ def machine(client: redis.Redis) -> type[RuleBasedStateMachine]:
                 self.run(calls.drain(K, cid=slot, pool="p", instance=self.instance(slot),
                                      now=self.now))  # fmt: skip
 
+        @rule(
+            paused=st.booleans(),
+            concurrency=st.sampled_from([None, 1, 3]),
+            cap=st.sampled_from([None, 1]),
+            rate=st.sampled_from([None, 2]),
+        )
+        def limit(
+            self, paused: bool, concurrency: int | None, cap: int | None, rate: int | None
+        ) -> None:
+            limits: dict[str, Any] = {}
+            if concurrency:
+                limits["concurrency"] = concurrency
+            if cap:
+                limits["jobs"] = {"report": {"concurrency": cap}}
+            if rate:
+                limits["rate"] = {"max": rate, "period": 1}
+            self.run(calls.control(K, pool="p", what="limits", limits=limits or None, now=self.now))
+            what = "pause" if paused else "resume"
+            self.run(calls.control(K, pool="p", what=what, now=self.now))
+
         @rule(job=st.sampled_from(JOBS))
         def cancel(self, job: str) -> None:
             self.run(calls.cancel(K, S, job_id=job, now=self.now))
@@ -247,6 +268,16 @@ def machine(client: redis.Redis) -> type[RuleBasedStateMachine]:
                 tries = json.loads(record.get("tries", "[]"))
                 assert len(tries) <= 25 and all(t["outcome"] for t in tries), tries
             assert expiring <= set(records)
+
+        @invariant()
+        def a_limited_pool_counts_exactly_its_held_tries(self) -> None:
+            records = [client.hgetall(key) for key in client.scan_iter(f"{S.prefix}:job:*")]
+            held = [r for r in records if r.get("held")]
+            assert all(r["status"] == "active" for r in held), held
+            counts = client.hgetall(K.running("p"))
+            assert int(counts.get("all", 0)) == len(held)
+            for name in NAMES:
+                assert int(counts.get(f"n:{name}", 0)) == sum(1 for r in held if r["name"] == name)
 
         @invariant()
         def counters_equal_the_truth(self) -> None:

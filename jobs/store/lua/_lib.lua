@@ -4,7 +4,8 @@
 --
 -- P:job:<id>         hash    one job: id name pool data maxAttempts timeout backoff priority
 --                            score createdAt [requestId traceparent] | status worker attempts
---                            crashes claims token
+--                            crashes claims token [held: counted in running:<pool>]
+--                            [waitingFor: why a parked job waits]
 --                            startedAt completedAt failedAt result error traceback progress
 --                            tries (JSON: the last MAX_TRIES tries: attempt startedAt endedAt
 --                            consumer outcome error; outcome is completed, failed, cancelled,
@@ -20,7 +21,19 @@
 -- P:workers:<pool>   zset    consumers of <pool>; score = heartbeat expiry (server ms). A draining
 --                            consumer stays here until it has handed back all it held.
 -- P:draining:<pool>  set     consumers of <pool> that take no new job (enqueue skips them)
--- P:worker:<cid>     hash    info (JSON), instance (the process now in the slot), lastSeen
+-- P:worker:<cid>     hash    info (JSON), instance (the process now in the slot), lastSeen,
+--                            gate ('1' while its pool is paused or limited: claim then reads
+--                            control:<pool>; a pool without either costs its claims nothing)
+-- P:control:<pool>   hash    paused ('1'), limits (JSON: rate {max, period s}, concurrency,
+--                            jobs {<name>: {concurrency}}), caps (JSON {<name>: n}, from
+--                            @job(max_concurrency)), holdUntil (ms: a job asked to be rate
+--                            limited); for every node, kept across restarts
+-- P:running:<pool>   hash    tries of a limited pool that count against its limits: all,
+--                            n:<name>; a held job gives its count back when it leaves active
+-- P:starts:<pool>    zset    starts in a rate-limited pool's current period; member
+--                            <id>:<token>, score = start (server ms)
+-- P:parked:<pool>:<name> zset jobs of <name> waiting for its concurrency cap; score = when
+--                            parked. One goes back to delayed:<pool> each time one ends.
 -- P:sweep:<pool>     string  the consumer sweeping <pool> for lapsed consumers (short expiry)
 -- P:pools            set     every pool a consumer has served
 -- P:stats            hash    counters: completed failed deadLettered dlqDropped
@@ -43,7 +56,9 @@
 -- Life cycle (status: where the job is):
 --   enqueue    -> queued: ready:<cid>          | delayed: delayed:<pool>
 --   claim      -> active: active:<cid>, with a new token (from delayed:<pool> when due, from
---                 ready:<cid>, or stolen from the most loaded live peer's ready queue)
+--                 ready:<cid>, or stolen from the most loaded live peer's ready queue); in a
+--                 paused or limited pool, nothing or fewer; a job whose name is at its cap
+--                 waits in parked:<pool>:<name>
 --   finish     -> completed | failed: delayed:<pool> (retry) | dead: dlq | cancelled
 --                 | queued: delayed:<pool> (handed back at shutdown)
 --   recover    -> queued: delayed:<pool>, due now (a lapsed or dead holder) | dead (crashed or
@@ -76,6 +91,10 @@ local function draining_key(pool) return P .. ':draining:' .. pool end
 local function logs_key(id) return P .. ':logs:' .. id end
 local function status_index(status) return P .. ':index:' .. status end
 local function minute_key(pool, minute) return P .. ':minute:' .. pool .. ':' .. minute end
+local function control_key(pool) return P .. ':control:' .. pool end
+local function running_key(pool) return P .. ':running:' .. pool end
+local function starts_key(pool) return P .. ':starts:' .. pool end
+local function parked_key(pool, name) return P .. ':parked:' .. pool .. ':' .. name end
 local STATS = P .. ':stats'
 local DLQ = P .. ':dlq'
 local INDEX = P .. ':index'
@@ -96,10 +115,12 @@ end
 
 -- Change a job's status: move it between the status indexes and tell the event stream.
 -- `event` names the change when it is not the status itself (started, enqueued).
+local release  -- below: a held try gives back its counts
 local function set_status(id, status, event, extra)
   local key = job_key(id)
-  local r = redis.call('HMGET', key, 'status', 'createdAt', 'name', 'pool')
+  local r = redis.call('HMGET', key, 'status', 'createdAt', 'name', 'pool', 'held')
   if r[1] == status then return end
+  if r[5] then release(id, r[3] or '', r[4] or '') end
   if r[1] then redis.call('ZREM', status_index(r[1]), id) end
   redis.call('ZADD', status_index(status), r[2] or NOW, id)
   redis.call('HSET', key, 'status', status)
@@ -156,6 +177,38 @@ end
 
 local function wake_pool(pool)
   for _, cid in ipairs(accepting(pool)) do wake(cid) end
+end
+
+-- A held try (of a limited pool) leaves active: give back its counts, let one job parked for
+-- its name's cap go back to the pool, and wake the pool (there is room again).
+release = function(id, name, pool)
+  local running = running_key(pool)
+  redis.call('HINCRBY', running, 'all', -1)
+  redis.call('HINCRBY', running, 'n:' .. name, -1)
+  redis.call('HDEL', job_key(id), 'held')
+  local back = redis.call('ZPOPMIN', parked_key(pool, name))
+  if back[1] then
+    redis.call('HDEL', job_key(back[1]), 'waitingFor')
+    redis.call('ZADD', delayed_key(pool), NOW, back[1])
+  end
+  wake_pool(pool)
+end
+
+-- Whether claims of `pool` must read control:<pool> (paused, limited or held), told to each
+-- of its consumers' worker:<cid> (the hash a claim reads anyway).
+local function gated(pool)
+  local c = redis.call('HMGET', control_key(pool), 'paused', 'limits', 'caps', 'holdUntil')
+  return c[1] or c[2] or c[3] or (tonumber(c[4] or 0) > NOW)
+end
+
+local function set_gates(pool)
+  local gate = gated(pool)
+  for _, cid in ipairs(redis.call('ZRANGE', workers_key(pool), 0, -1)) do
+    if not gate then redis.call('HDEL', info_key(cid), 'gate')
+    elseif redis.call('EXISTS', info_key(cid)) == 1 then
+      redis.call('HSET', info_key(cid), 'gate', '1')
+    end
+  end
 end
 
 -- A job reached a terminal status that keeps its record for `keep` ms (completed, cancelled).

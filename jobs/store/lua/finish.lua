@@ -1,7 +1,8 @@
 -- Record how one try ended and release its lease, only while the try holds the job.
 -- KEYS[1] job:<id>, KEYS[2] active:<cid>, KEYS[3] delayed:<pool>
 -- ARGV[1] prefix, ARGV[2] now, ARGV[3] id, ARGV[4] cid, ARGV[5] token,
--- ARGV[6] outcome (completed|failed|dead|cancelled|requeue), ARGV[7] result JSON or error,
+-- ARGV[6] outcome (completed|failed|dead|cancelled|requeue|limited: the job asked for its pool
+-- to be rate limited for the retry delay; not a try), ARGV[7] result JSON or error,
 -- ARGV[8] traceback, ARGV[9] retry delay ms, ARGV[10] keep ms, ARGV[11] dlq max,
 -- ARGV[12] pool, ARGV[13] '1' to wake the consumer's own loop, ARGV[14] history ms,
 -- ARGV[15] the error as the try's record keeps it (shortened)
@@ -24,6 +25,8 @@ end
 local o = {dlq_max = tonumber(ARGV[11]), max_backoff = 0, history = tonumber(ARGV[14])}
 if outcome == 'requeue' then
   record_try(id, 'handed back', '')
+elseif outcome == 'limited' then
+  record_try(id, 'rate limited', '')
 elseif outcome == 'completed' or outcome == 'cancelled' then
   record_try(id, outcome, '')
 else
@@ -41,12 +44,21 @@ elseif outcome == 'dead' then
   dead_letter(id, ARGV[7], ARGV[8], o)
 elseif outcome == 'cancelled' then
   finished(id, 'cancelled', keep)
-elseif outcome == 'requeue' then
-  -- stopped by a shutdown: not a try; back to its pool, due now
+elseif outcome == 'requeue' or outcome == 'limited' then
+  -- stopped by a shutdown, or rate limited from inside: not a try; back to its pool
+  local due = NOW
+  if outcome == 'limited' then
+    due = NOW + (tonumber(ARGV[9]) or 0)
+    local control = control_key(pool)
+    if due > tonumber(redis.call('HGET', control, 'holdUntil') or 0) then
+      redis.call('HSET', control, 'holdUntil', due)
+    end
+    set_gates(pool)
+  end
   redis.call('HINCRBY', KEYS[1], 'attempts', -1)
   set_status(id, 'queued')
   redis.call('HDEL', KEYS[1], 'token', 'worker')
-  redis.call('ZADD', KEYS[3], NOW, id)
-  wake_pool(pool)
+  redis.call('ZADD', KEYS[3], due, id)
+  if due == NOW then wake_pool(pool) end
 end
 return {'ok', redis.call('HGET', KEYS[1], 'status')}

@@ -2,7 +2,8 @@
 -- KEYS[1] workers:<pool>, KEYS[2] worker:<cid>, KEYS[3] draining:<pool>, KEYS[4] pools,
 -- KEYS[5] wake:<cid>
 -- ARGV[1] prefix, ARGV[2] now, ARGV[3] cid, ARGV[4] pool, ARGV[5] instance, ARGV[6] ttl ms,
--- ARGV[7] info (JSON), ARGV[8] keep ms
+-- ARGV[7] info (JSON), ARGV[8] keep ms, ARGV[9] the concurrency caps of its jobs (JSON
+-- {<name>: n}, from @job(max_concurrency); '' for none)
 -- Returns {'ok'} or {'taken', previous instance}: the slot still holds the jobs of a previous
 -- instance, to be handed back (recover.lua) first.
 local cid, pool = ARGV[3], ARGV[4]
@@ -18,5 +19,15 @@ redis.call('SADD', KEYS[4], pool)
 redis.call('HSET', KEYS[2], 'instance', ARGV[5], 'info', ARGV[7], 'lastSeen', NOW, 'pool', pool)
 redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[8]))
 redis.call('ZADD', KEYS[1], NOW + tonumber(ARGV[6]), cid)
+local control = control_key(pool)
+if ARGV[9] ~= (redis.call('HGET', control, 'caps') or '') then
+  if ARGV[9] == '' then redis.call('HDEL', control, 'caps')
+  else redis.call('HSET', control, 'caps', ARGV[9]) end
+  set_gates(pool)
+elseif gated(pool) then
+  redis.call('HSET', KEYS[2], 'gate', '1')
+else
+  redis.call('HDEL', KEYS[2], 'gate')
+end
 wake(cid)
 return {'ok'}
