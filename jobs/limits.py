@@ -27,3 +27,11 @@ def valid_job_id(job_id: str) -> bool:
         and job_id not in JOB_ID_RESERVED
         and not any(c in JOB_ID_FORBIDDEN or c <= " " for c in job_id)
     )
+
+
+# a scheduler's id: a job id short enough that "<id>@<due ms>" is one too
+MAX_SCHEDULER_ID = MAX_JOB_ID - 14
+SCHEDULER_ID_RULE = (
+    f"a scheduler id must be 1-{MAX_SCHEDULER_ID} characters, without spaces, control "
+    'characters, colons, braces or slashes, and not "." or ".."'
+)

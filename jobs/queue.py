@@ -15,7 +15,7 @@ import json
 import re
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cache, cached_property
 from typing import Any
@@ -27,6 +27,7 @@ from jobs import limits, metrics, otel, tracing
 from jobs.connection import async_client, eviction_warning
 from jobs.errors import Conflict, InvalidJob, NotFound, QueueError, Unavailable
 from jobs.registry import registry
+from jobs.schedule import NEXT_RUNS, Scheduler, parse_time
 from jobs.settings import Settings, get_settings
 from jobs.store import HISTORY_FIELDS, Status, Store, Written, calls
 
@@ -130,6 +131,151 @@ def parse_backoff(raw: Any, default: float) -> Backoff:
             "options.backoff.delay", f"options.backoff.delay must be 0-{top:g} seconds"
         )
     return Backoff(kind, float(delay))
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A job as the enqueue script stores it: its options checked, its defaults filled in."""
+
+    job_id: str
+    name: str
+    pool: str
+    data: bytes
+    delay_ms: int
+    priority: int
+    attempts: int
+    timeout: float
+    backoff: str
+
+
+def resolve(
+    settings: Settings,
+    name: str,
+    data: Any = None,
+    *,
+    job_id: str | None = None,
+    delay: float = 0,
+    attempts: int | None = None,
+    backoff: dict[str, Any] | None = None,
+    timeout: float | None = None,
+    priority: int = 0,
+    queue: str | None = None,
+) -> Resolved:
+    """Check a job's options against its registration and the limits, and fill in defaults.
+    Raises InvalidJob for an unknown job or pool or a bad option."""
+    spec = registry.get(name)
+    if spec is None:
+        raise InvalidJob("jobName", f"unknown jobName {name!r}")
+    pool = queue or spec.pool
+    if pool not in settings.pools:
+        raise InvalidJob("options.queue", f"unknown queue (pool) {pool!r}")
+    if isinstance(priority, bool) or not -limits.PRIORITY <= priority <= limits.PRIORITY:
+        raise InvalidJob("options.priority", f"priority must be within ±{limits.PRIORITY}")
+    tries = attempts if attempts is not None else spec.attempts
+    tries = tries if tries is not None else settings.default_attempts
+    if not 1 <= tries <= limits.MAX_ATTEMPTS:
+        raise InvalidJob("options.attempts", f"options.attempts must be 1-{limits.MAX_ATTEMPTS}")
+    limit = timeout if timeout is not None else spec.timeout
+    limit = limit if limit is not None else settings.default_timeout
+    if not 0 < limit <= limits.MAX_TIMEOUT:
+        raise InvalidJob(
+            "options.timeout", f"options.timeout must be 0-{limits.MAX_TIMEOUT:g} seconds"
+        )
+    if not 0 <= delay <= limits.MAX_DELAY:
+        raise InvalidJob("options.delay", "options.delay must be 0 to a year in seconds")
+    policy = parse_backoff(
+        backoff if backoff is not None else spec.backoff, settings.default_backoff
+    )
+    if job_id is None:
+        ident = secrets.token_hex(16)
+    elif not limits.valid_job_id(job_id):
+        raise InvalidJob("options.jobId", limits.JOB_ID_RULE)
+    else:
+        ident = job_id
+    return Resolved(
+        ident,
+        name,
+        pool,
+        encode_data(data),
+        int(delay * 1000),
+        priority,
+        tries,
+        limit,
+        policy.json,
+    )
+
+
+def arguments(name: str, data: Any, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """`Queue.enqueue`'s arguments from the fields of an enqueue body (`options` in the shape
+    of the HTTP API)."""
+    options = options or {}
+    return {
+        "name": name,
+        "data": data if data is not None else {},
+        "job_id": options.get("jobId"),
+        "delay": float(options.get("delay", 0)),
+        "attempts": int(options["attempts"]) if "attempts" in options else None,
+        "backoff": options.get("backoff"),
+        "timeout": float(options["timeout"]) if "timeout" in options else None,
+        "priority": int(options.get("priority", 0)),
+        "queue": options.get("queue"),
+    }
+
+
+def define_scheduler(
+    settings: Settings,
+    scheduler_id: str,
+    name: str,
+    data: Any = None,
+    *,
+    options: Mapping[str, Any] | None = None,
+    every: float | None = None,
+    cron: str | None = None,
+    tz: str | None = None,
+    start: Any = None,
+    end: Any = None,
+    missed: str | None = None,
+    paused: bool = False,
+) -> Scheduler:
+    """A checked scheduler: its timing, and its job resolved as an enqueue would resolve it
+    (`options` in the shape of the HTTP API, without jobId and delay)."""
+    options = dict(options or {})
+    for fixed in ("jobId", "delay"):
+        if fixed in options:
+            raise InvalidJob(f"options.{fixed}", f"a scheduler's job cannot have {fixed}")
+    job = resolve(settings, **arguments(name, data, options))
+    scheduler = Scheduler(
+        id=scheduler_id,
+        job_name=name,
+        data=data if data is not None else {},
+        options=options,
+        every=every,
+        cron=cron,
+        tz=tz or "UTC",
+        start=parse_time(start, "start"),
+        end=parse_time(end, "end"),
+        missed=missed or "skip",
+        paused=paused,
+        job={
+            "name": job.name,
+            "pool": job.pool,
+            "data": job.data.decode(),
+            "attempts": job.attempts,
+            "timeout": job.timeout,
+            "backoff": job.backoff,
+            "priority": job.priority,
+        },
+    )
+    return scheduler.check()
+
+
+def scheduler_body(scheduler: Scheduler, due: int | None, now: int) -> dict[str, Any]:
+    """A scheduler in the shape of GET /schedulers/{id}: its definition and its next runs (none
+    while paused or once ended)."""
+    runs: list[int] = []
+    if not scheduler.paused and due is not None:
+        runs = [due, *scheduler.next_runs(max(due, now), NEXT_RUNS - 1)]
+    return {**scheduler.json(), "nextRuns": [iso(at) for at in runs]}
 
 
 def tries(raw: str | None) -> list[dict[str, Any]]:
@@ -283,37 +429,19 @@ class Queue:
         pool has no live consumer or a full backlog (or Redis is down). A `job_id` that exists
         already returns that job with `duplicate=True` and creates nothing.
         """
-        spec = registry.get(name)
-        if spec is None:
-            raise InvalidJob("jobName", f"unknown jobName {name!r}")
-        pool = queue or spec.pool
-        if pool not in self.settings.pools:
-            raise InvalidJob("options.queue", f"unknown queue (pool) {pool!r}")
-        if isinstance(priority, bool) or not -limits.PRIORITY <= priority <= limits.PRIORITY:
-            raise InvalidJob("options.priority", f"priority must be within ±{limits.PRIORITY}")
-        tries = attempts if attempts is not None else spec.attempts
-        tries = tries if tries is not None else self.settings.default_attempts
-        if not 1 <= tries <= limits.MAX_ATTEMPTS:
-            raise InvalidJob(
-                "options.attempts", f"options.attempts must be 1-{limits.MAX_ATTEMPTS}"
-            )
-        limit = timeout if timeout is not None else spec.timeout
-        limit = limit if limit is not None else self.settings.default_timeout
-        if not 0 < limit <= limits.MAX_TIMEOUT:
-            raise InvalidJob(
-                "options.timeout", f"options.timeout must be 0-{limits.MAX_TIMEOUT:g} seconds"
-            )
-        if not 0 <= delay <= limits.MAX_DELAY:
-            raise InvalidJob("options.delay", "options.delay must be 0 to a year in seconds")
-        policy = parse_backoff(
-            backoff if backoff is not None else spec.backoff, self.settings.default_backoff
+        job = resolve(
+            self.settings,
+            name,
+            data,
+            job_id=job_id,
+            delay=delay,
+            attempts=attempts,
+            backoff=backoff,
+            timeout=timeout,
+            priority=priority,
+            queue=queue,
         )
-        if job_id is None:
-            ident = secrets.token_hex(16)
-        elif not limits.valid_job_id(job_id):
-            raise InvalidJob("options.jobId", limits.JOB_ID_RULE)
-        else:
-            ident = job_id
+        ident, pool = job.job_id, job.pool
         with otel.sending(pool, name, ident, tracing.valid_traceparent(traceparent)) as carried:
             call = calls.enqueue(
                 self.store.keys,
@@ -321,12 +449,12 @@ class Queue:
                 job_id=ident,
                 name=name,
                 pool=pool,
-                data=encode_data(data),
-                delay_ms=int(delay * 1000),
+                data=job.data,
+                delay_ms=job.delay_ms,
                 priority=priority,
-                attempts=tries,
-                timeout=limit,
-                backoff=policy.json,
+                attempts=job.attempts,
+                timeout=job.timeout,
+                backoff=job.backoff,
                 request_id=tracing.valid_request_id(request_id),
                 traceparent=carried,
             )
@@ -393,6 +521,93 @@ class Queue:
                 (await self.store.flow([found["pool"]]))[found["pool"]]
             )
         return found
+
+    # job schedulers
+
+    async def schedule(
+        self,
+        scheduler_id: str,
+        name: str,
+        data: Any = None,
+        *,
+        every: float | None = None,
+        cron: str | None = None,
+        tz: str | None = None,
+        start: Any = None,
+        end: Any = None,
+        missed: str | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Create or replace scheduler `scheduler_id`: job `name` with `data` and `options`
+        (the HTTP API's shape) every `every` seconds, or at each time of the cron expression
+        `cron` in time zone `tz`; from `start` to `end` (ISO-8601 or datetime); runs missed
+        while nothing ran are skipped, or run once (`missed="once"`). A paused scheduler stays
+        paused. Raises InvalidJob for a bad definition."""
+        stored = await self.store.scheduler(scheduler_id)
+        paused = stored is not None and Scheduler.from_json(json.loads(stored[0])).paused
+        scheduler = define_scheduler(
+            self.settings,
+            scheduler_id,
+            name,
+            data,
+            options=options,
+            every=every,
+            cron=cron,
+            tz=tz,
+            start=start,
+            end=end,
+            missed=missed,
+            paused=paused,
+        )
+        return await self._put_scheduler(scheduler)
+
+    async def _put_scheduler(self, scheduler: Scheduler) -> dict[str, Any]:
+        now = await self.store.server_ms()
+        due = None if scheduler.paused else scheduler.after(now)
+        await self.store.run(
+            calls.put_scheduler(
+                self.store.keys,
+                scheduler_id=scheduler.id,
+                definition=scheduler.stored(),
+                next_due=due,
+            )
+        )
+        return scheduler_body(scheduler, due, now)
+
+    async def _scheduler(self, scheduler_id: str) -> tuple[Scheduler, int | None]:
+        stored = await self.store.scheduler(scheduler_id)
+        if stored is None:
+            raise NotFound(f"no scheduler {scheduler_id!r}")
+        return Scheduler.from_json(json.loads(stored[0])), stored[1]
+
+    async def scheduler(self, scheduler_id: str) -> dict[str, Any]:
+        scheduler, due = await self._scheduler(scheduler_id)
+        return scheduler_body(scheduler, due, await self.store.server_ms())
+
+    async def schedulers(self) -> list[dict[str, Any]]:
+        now = await self.store.server_ms()
+        found = await self.store.schedulers()
+        return [
+            scheduler_body(Scheduler.from_json(json.loads(raw)), due, now)
+            for _, (raw, due) in sorted(found.items())
+        ]
+
+    async def unschedule(self, scheduler_id: str) -> None:
+        """Delete a scheduler (the jobs it made stay). NotFound when there is none."""
+        call = calls.delete_scheduler(self.store.keys, scheduler_id=scheduler_id)
+        if not await self.store.run(call):
+            raise NotFound(f"no scheduler {scheduler_id!r}")
+
+    async def pause_scheduler(self, scheduler_id: str) -> dict[str, Any]:
+        """Make no more jobs of the scheduler until `resume_scheduler`."""
+        scheduler, _ = await self._scheduler(scheduler_id)
+        return await self._put_scheduler(replace(scheduler, paused=True))
+
+    async def resume_scheduler(self, scheduler_id: str) -> dict[str, Any]:
+        """Run the scheduler again from its next due time after now (what fell due while it
+        was paused is not made)."""
+        scheduler, _ = await self._scheduler(scheduler_id)
+        return await self._put_scheduler(replace(scheduler, paused=False))
 
     # flow control: pause, resume, limits
 

@@ -18,7 +18,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from jobs import metrics, registry
-from jobs.queue import Enqueued, Queue
+from jobs.queue import Enqueued, Queue, arguments
 from jobs.settings import Settings, get_settings
 from jobs.store import gauges
 from server import dashboard, events, openapi, schemas
@@ -84,22 +84,6 @@ def accepted(job: Enqueued, body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(
         body, status_code=status, headers={"Location": f"/jobs/{quote(job.id, safe='')}"}
     )
-
-
-def arguments(name: str, data: Any, options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """`Queue.enqueue`'s arguments from the fields of an enqueue body (already checked)."""
-    options = options or {}
-    return {
-        "name": name,
-        "data": data if data is not None else {},
-        "job_id": options.get("jobId"),
-        "delay": float(options.get("delay", 0)),
-        "attempts": int(options["attempts"]) if "attempts" in options else None,
-        "backoff": options.get("backoff"),
-        "timeout": float(options["timeout"]) if "timeout" in options else None,
-        "priority": int(options.get("priority", 0)),
-        "queue": options.get("queue"),
-    }
 
 
 async def submit(

@@ -354,6 +354,22 @@ class Store:
         head = await self.redis.xrange(self.keys.events, count=1)
         return str(head[0][0]) if head else None
 
+    async def schedulers(self) -> dict[str, tuple[str, int | None]]:
+        """Every scheduler: id -> (its stored definition, its next due time or None)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.schedulers)
+            pipe.zrange(self.keys.schedule, 0, -1, withscores=True)
+            defined, due = await pipe.execute()
+        when = {ident: int(at) for ident, at in due}
+        return {ident: (raw, when.get(ident)) for ident, raw in defined.items()}
+
+    async def scheduler(self, scheduler_id: str) -> tuple[str, int | None] | None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(self.keys.schedulers, scheduler_id)
+            pipe.zscore(self.keys.schedule, scheduler_id)
+            raw, due = await pipe.execute()
+        return None if raw is None else (raw, None if due is None else int(due))
+
     async def dlq_record(self, job_id: str) -> dict[str, str] | None:
         if await self.redis.zscore(self.keys.dlq, job_id) is None:
             return None
@@ -399,6 +415,22 @@ class SyncStore:
             moved, ended = moved + r.moved, ended + r.ended
             if r.state != "more":
                 return Recovered(r.state, moved, ended)
+
+    def due_schedulers(
+        self, now: int | None, limit: int
+    ) -> tuple[int, list[tuple[str, int, str | None]]]:
+        """The server time (or `now`) and the schedulers due by then, earliest first, at most
+        `limit`: (id, due time, definition or None when deleted)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.time()
+            pipe.zrange(self.keys.schedule, 0, limit - 1, withscores=True)
+            clock, first = pipe.execute()
+        at = _server_ms(clock) if now is None else now
+        due = [(ident, int(score)) for ident, score in first if score <= at]
+        if not due:
+            return at, []
+        raws = self.redis.hmget(self.keys.schedulers, [ident for ident, _ in due])
+        return at, [(ident, score, raw) for (ident, score), raw in zip(due, raws, strict=True)]
 
     def move_pool(self, source: str, target: str) -> int:
         """Move every job of pool `source` (no longer served) to `target`; how many moved.

@@ -61,6 +61,10 @@ def _now(now: int | None) -> str:
     return "" if now is None else str(now)
 
 
+def _opt(ms: int | None) -> str:
+    return "" if ms is None else str(ms)
+
+
 def _ms(seconds: float) -> int:
     return int(seconds * 1000)
 
@@ -455,4 +459,44 @@ def unserved(k: Keys, configured: Iterable[str], now: int | None = None) -> Call
         [k.pools],
         [k.prefix, _now(now), *sorted(configured)],
         lambda r: {pool: int(count) for pool, count in _pairs(r).items()},
+    )
+
+
+def put_scheduler(
+    k: Keys, *, scheduler_id: str, definition: str, next_due: int | None, now: int | None = None
+) -> Call[bool]:
+    """Write a scheduler; `next_due` None keeps it without running it (paused, ended)."""
+    return Call(
+        "scheduler",
+        [k.schedulers, k.schedule],
+        [k.prefix, _now(now), scheduler_id, "put", definition, _opt(next_due)],
+        lambda r: bool(r),
+    )
+
+
+def delete_scheduler(k: Keys, *, scheduler_id: str, now: int | None = None) -> Call[bool]:
+    return Call(
+        "scheduler",
+        [k.schedulers, k.schedule],
+        [k.prefix, _now(now), scheduler_id, "delete", "", ""],
+        lambda r: bool(r),
+    )
+
+
+def fire(
+    k: Keys,
+    *,
+    scheduler_id: str,
+    due: int,
+    job_id: str | None,
+    next_due: int | None,
+    now: int | None = None,
+) -> Call[tuple[str, str | None]]:
+    """Make the job of a scheduler's due time `due` (none when `job_id` is None) and move the
+    scheduler to `next_due`, unless it moved since `due` was read."""
+    return Call(
+        "fire",
+        [k.schedule, k.schedulers],
+        [k.prefix, _now(now), scheduler_id, due, job_id or "", _opt(next_due)],
+        lambda r: (str(r[0]), r[1] or None),
     )

@@ -82,5 +82,13 @@ class Keys:
         return f"{self.prefix}:expiring"
 
     @property
+    def schedulers(self) -> str:
+        return f"{self.prefix}:schedulers"
+
+    @property
+    def schedule(self) -> str:
+        return f"{self.prefix}:schedule"
+
+    @property
     def events(self) -> str:
         return f"{self.prefix}:events"

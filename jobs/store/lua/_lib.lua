@@ -3,8 +3,8 @@
 -- hash tag such as "{mq}", so every script touches one Cluster slot.
 --
 -- P:job:<id>         hash    one job: id name pool data maxAttempts timeout backoff priority
---                            score createdAt [requestId traceparent] | status worker attempts
---                            crashes claims token [held: counted in running:<pool>]
+--                            score createdAt [requestId traceparent scheduler] | status worker
+--                            attempts crashes claims token [held: counted in running:<pool>]
 --                            [waitingFor: why a parked job waits]
 --                            startedAt completedAt failedAt result error traceback progress
 --                            tries (JSON: the last MAX_TRIES tries: attempt startedAt endedAt
@@ -50,6 +50,10 @@
 -- P:events           stream  job state changes: type id name pool status at [worker attempt
 --                            progress]; about EVENTS_KEPT entries (GET /events)
 -- P:node:<name>      string  the master that runs as NODE_NAME <name> (JSON; supervisor/node.py)
+-- P:schedulers      hash    job schedulers: id -> definition (JSON: the shape of GET
+--                            /schedulers/{id} and job, the job's stored fields)
+-- P:schedule         zset    schedulers that run: id, score = next due time (server ms). A due
+--                            time makes job <id>@<due> (fire.lua), queued in delayed:<pool>
 -- P:logins:<client>  string  failed dashboard logins of a client address in this window
 --                            (server/auth.py through the store; expires with the window)
 --
@@ -65,6 +69,7 @@
 --                 timed out too often)
 --   cancel     -> cancelled (a running try is told to abort and its end is recorded)
 --   dlq retry  -> queued: delayed:<pool>, due now, tries reset
+--   fire       -> queued: delayed:<pool>, due now (a scheduler's due time came)
 -- Terminal: completed, dead, cancelled. Their record expires after the keep time (a dead one
 -- leaves with its DLQ entry). A job that has not finished is in exactly one of the sets above.
 --
