@@ -29,7 +29,7 @@ from jobs.errors import Conflict, InvalidJob, NotFound, QueueError, Unavailable
 from jobs.registry import registry
 from jobs.schedule import NEXT_RUNS, Scheduler, parse_time
 from jobs.settings import Settings, get_settings
-from jobs.store import HISTORY_FIELDS, Status, Store, Written, calls
+from jobs.store import HISTORY_FIELDS, Status, Store, SyncStore, Written, calls
 
 # a bulk DLQ retry or delete handles at most this many jobs per call
 BULK_MAX = 1000
@@ -267,6 +267,31 @@ def define_scheduler(
         },
     )
     return scheduler.check()
+
+
+def put_decorated(store: SyncStore, settings: Settings) -> list[str]:
+    """Write the schedulers of `@job(cron=...)`, named after their jobs, at a master's start
+    (a paused one stays paused): their ids."""
+    written = []
+    for spec in registry.values():
+        if spec.cron is None or spec.pool not in settings.pools:
+            continue
+        stored = store.scheduler(spec.name)
+        paused = stored is not None and bool(json.loads(stored).get("paused"))
+        scheduler = define_scheduler(
+            settings, spec.name, spec.name, {}, cron=spec.cron, tz=spec.tz, paused=paused
+        )
+        now = store.server_ms()
+        store.run(
+            calls.put_scheduler(
+                store.keys,
+                scheduler_id=scheduler.id,
+                definition=scheduler.stored(),
+                next_due=None if paused else scheduler.after(now),
+            )
+        )
+        written.append(spec.name)
+    return written
 
 
 def scheduler_body(scheduler: Scheduler, due: int | None, now: int) -> dict[str, Any]:

@@ -22,6 +22,8 @@ class JobSpec:
     backoff: dict[str, Any] | None = None
     pool: str = DEFAULT_POOL
     max_concurrency: int | None = None  # tries of this job at once, across the whole fleet
+    cron: str | None = None  # run it at each time of this cron expression, in time zone tz
+    tz: str = "UTC"
 
     @property
     def is_async(self) -> bool:
@@ -45,6 +47,8 @@ def job(
     backoff: dict[str, Any] | None = None,
     pool: str = DEFAULT_POOL,
     max_concurrency: int | None = None,
+    cron: str | None = None,
+    tz: str = "UTC",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
 
 
@@ -57,12 +61,16 @@ def job(
     backoff: dict[str, Any] | None = None,
     pool: str = DEFAULT_POOL,
     max_concurrency: int | None = None,
+    cron: str | None = None,
+    tz: str = "UTC",
 ) -> Any:
     """Register a job function, `async def f(ctx, data)` or a plain `def` run in a thread.
 
     Use bare (`@job`, named after the function) or with options:
     `@job("report", attempts=2, timeout=60, pool="worker1", max_concurrency=2)`;
-    `max_concurrency` caps the tries of this job running at once across the whole fleet.
+    `max_concurrency` caps the tries of this job running at once across the whole fleet;
+    `cron="*/5 * * * *"` (with `tz`, default UTC) runs it at those times, once per time across
+    the fleet, as the scheduler named after the job (its data `{}`).
     """
     if max_concurrency is not None and max_concurrency < 1:
         raise ValueError("max_concurrency must be at least 1")
@@ -70,7 +78,7 @@ def job(
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
         job_name = name if isinstance(name, str) else func.__name__
         registry[job_name] = JobSpec(
-            job_name, func, attempts, timeout, backoff, pool, max_concurrency
+            job_name, func, attempts, timeout, backoff, pool, max_concurrency, cron, tz
         )
         return func
 

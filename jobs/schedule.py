@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
-from jobs import limits
+from jobs import limits, metrics
 from jobs.errors import InvalidJob
 from jobs.store import SyncStore, calls
 
@@ -67,6 +68,8 @@ class Scheduler:
             raise InvalidJob("end", "end must be after start")
         if self.missed not in ("skip", "once"):
             raise InvalidJob("missed", "missed must be skip or once")
+        if self.cron is not None and self.after(round(time.time() * 1000)) is None and not self.end:
+            raise InvalidJob("cron", f"cron {self.cron!r} names no time that comes")
         return self
 
     def after(self, ms: int) -> int | None:
@@ -83,7 +86,10 @@ class Scheduler:
             times = croniter(self.cron, datetime.fromtimestamp(ms / 1000, zone))
             every_hour = times.expanded[1] == ["*"]
             while True:
-                due = round(times.get_next(datetime).timestamp() * 1000)
+                try:
+                    due = round(times.get_next(datetime).timestamp() * 1000)
+                except CroniterBadDateError:  # a date that never comes (say, February 31)
+                    return None
                 # a clock set back repeats an hour: a time named by its hour runs in the
                 # first of the two only (as cron does); "every hour" runs in both
                 if every_hour or not datetime.fromtimestamp(due / 1000, zone).fold:
@@ -163,41 +169,56 @@ def parse_time(value: Any, field_name: str) -> int | None:
 
 
 def plan(scheduler: Scheduler, due: int, now: int) -> tuple[bool, int | None]:
-    """At server time `now`, for the due time `due` that came: whether it makes a job (a due
-    time missed for longer than MISSED_AFTER_MS makes one only when `missed` is once), and
-    the next due time after now (None when the scheduler has ended)."""
-    late = now - due > MISSED_AFTER_MS
-    create = not late or scheduler.missed == "once"
-    return create, scheduler.after(max(due, now))
+    """At server time `now`, for the due time `due` that came: whether it makes a job, and the
+    next due time (None when the scheduler has ended). A due time late by up to
+    MISSED_AFTER_MS (a slow tick, a master restarting) makes its job and the next is the one
+    after it, so that a tick catches up; one missed for longer makes a job only when `missed`
+    is once, and the next is the first after now."""
+    if now - due <= MISSED_AFTER_MS:
+        return True, scheduler.after(due)
+    return scheduler.missed == "once", scheduler.after(now)
 
 
 def tick(store: SyncStore, now: int | None = None) -> list[str]:
     """Make the jobs of the schedulers that are due (at server time, or `now` in tests) and
-    move each on: the ids of the jobs made. Every master calls this; fire.lua lets one caller
-    make each due time's job."""
-    server_now, due = store.due_schedulers(now, FIRE_BATCH)
+    move each on, at most FIRE_BATCH: the ids of the jobs made. Every master calls this;
+    fire.lua lets one caller make each due time's job."""
     made: list[str] = []
-    for scheduler_id, at, raw in due:
-        try:
-            scheduler = Scheduler.from_json(json.loads(raw)) if raw else None
-        except (ValueError, KeyError, TypeError, InvalidJob) as exc:
-            log.error("scheduler %s has a definition that cannot be read: %s", scheduler_id, exc)
-            scheduler = None
-        if scheduler is None:  # deleted meanwhile, or unreadable: it stops
-            create, next_due, job_id = False, None, None
-        else:
+    fired = 0
+    while fired < FIRE_BATCH:
+        server_now, due = store.due_schedulers(now, FIRE_BATCH - fired)
+        if not due:
+            break
+        for scheduler_id, at, raw in due:
+            fired += 1
+            job = fire(store, scheduler_id, at, raw, server_now, now)
+            if job:
+                made.append(job)
+    return made
+
+
+def fire(
+    store: SyncStore, scheduler_id: str, at: int, raw: str | None, server_now: int, now: int | None
+) -> str | None:
+    scheduler, job_id, next_due = None, None, None
+    try:
+        if raw:
+            scheduler = Scheduler.from_json(json.loads(raw))
             create, next_due = plan(scheduler, at, server_now)
             job_id = scheduler.job_id(at) if create else None
-        _, job = store.run(
-            calls.fire(
-                store.keys,
-                scheduler_id=scheduler_id,
-                due=at,
-                job_id=job_id,
-                next_due=next_due,
-                now=now,
-            )
+    except Exception as exc:  # a definition we did not write: it stops, the rest go on
+        log.error("scheduler %s cannot run (%s); it stops", scheduler_id, exc)
+        scheduler, job_id, next_due = None, None, None
+    _, job = store.run(
+        calls.fire(
+            store.keys,
+            scheduler_id=scheduler_id,
+            due=at,
+            job_id=job_id,
+            next_due=next_due,
+            now=now,
         )
-        if job:
-            made.append(job)
-    return made
+    )
+    if job and scheduler is not None:
+        metrics.count_enqueue(scheduler.job.get("pool", ""), scheduler.job_name)
+    return job

@@ -36,6 +36,7 @@ from server.schemas import (
     MAX_HISTORY_MINUTES,
     MAX_LIST,
     MAX_QUERY,
+    SCHEDULER,
     SEED_API_JOB,
     SEED_MESSAGE,
     SEED_WORKER,
@@ -232,6 +233,49 @@ async def pool_limits(request: Request) -> Response:
     return JSONResponse(await queue.flow(pool))
 
 
+# job schedulers
+
+
+async def list_schedulers(request: Request) -> Response:
+    return JSONResponse({"schedulers": await queue_of(request).schedulers()})
+
+
+async def scheduler_resource(request: Request) -> Response:
+    queue, ident = queue_of(request), request.path_params["scheduler_id"]
+    if request.method == "PUT":
+        body = await read_json(request, SCHEDULER)
+        return JSONResponse(
+            await queue.schedule(
+                ident,
+                body["jobName"],
+                body.get("data"),
+                every=body.get("every"),
+                cron=body.get("cron"),
+                tz=body.get("tz"),
+                start=body.get("start"),
+                end=body.get("end"),
+                missed=body.get("missed"),
+                options=body.get("options"),
+            )
+        )
+    if request.method == "DELETE":
+        await queue.unschedule(ident)
+        return JSONResponse({"id": ident, "deleted": True})
+    return JSONResponse(await queue.scheduler(ident))
+
+
+async def pause_scheduler(request: Request) -> Response:
+    return JSONResponse(
+        await queue_of(request).pause_scheduler(request.path_params["scheduler_id"])
+    )
+
+
+async def resume_scheduler(request: Request) -> Response:
+    return JSONResponse(
+        await queue_of(request).resume_scheduler(request.path_params["scheduler_id"])
+    )
+
+
 def _paging(request: Request) -> tuple[int, int]:
     try:
         limit = int(request.query_params.get("limit", "50"))
@@ -398,6 +442,10 @@ ROUTES = [
     Route("/pools/{pool}/pause", pause_pool, methods=["POST"]),
     Route("/pools/{pool}/resume", resume_pool, methods=["POST"]),
     Route("/pools/{pool}/limits", pool_limits, methods=["GET", "PUT", "DELETE"]),
+    Route("/schedulers", list_schedulers),
+    Route("/schedulers/{scheduler_id}", scheduler_resource, methods=["GET", "PUT", "DELETE"]),
+    Route("/schedulers/{scheduler_id}/pause", pause_scheduler, methods=["POST"]),
+    Route("/schedulers/{scheduler_id}/resume", resume_scheduler, methods=["POST"]),
     Route("/queue/history", queue_history),
     Route("/events", events.events),
     Route("/dlq", dlq_list),

@@ -21,6 +21,8 @@ from server.schemas import (
     MAX_HISTORY_MINUTES,
     MAX_LIST,
     MAX_QUERY,
+    SCHEDULER,
+    SCHEDULER_BODY,
     SEED_API_JOB,
     SEED_MESSAGE,
     SEED_WORKER,
@@ -60,6 +62,10 @@ def _id_param() -> list[dict[str, Any]]:
 
 def _pool_param() -> list[dict[str, Any]]:
     return [{"name": "pool", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
+def _scheduler_param() -> list[dict[str, Any]]:
+    return [{"name": "scheduler_id", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 
 def _query(name: str, schema: Schema, description: str) -> dict[str, Any]:
@@ -124,6 +130,41 @@ def document() -> dict[str, Any]:
                     "207": _json(BULK_RESULTS, "Some jobs refused, duplicate or not accepted"),
                     **_errors(400, 401, 403, 413, 415, 422),
                 },
+            }
+        },
+        "/schedulers": {"get": _get("Every job scheduler with its next runs", obj)},
+        "/schedulers/{scheduler_id}": {
+            "get": {
+                **_get("A scheduler and its next runs", SCHEDULER_BODY, 404),
+                "parameters": _scheduler_param(),
+            },
+            "put": {
+                "summary": "Create or replace a scheduler (a paused one stays paused)",
+                "parameters": _scheduler_param(),
+                "requestBody": _body(SCHEDULER),
+                "responses": {
+                    "200": _json(SCHEDULER_BODY, "Written"),
+                    **_errors(400, 401, 403, 413, 415, 422),
+                },
+            },
+            "delete": {
+                "summary": "Delete a scheduler (the jobs it made stay)",
+                "parameters": _scheduler_param(),
+                "responses": {"200": _json(obj, "Deleted"), **_errors(401, 403, 404)},
+            },
+        },
+        "/schedulers/{scheduler_id}/pause": {
+            "post": {
+                "summary": "Make no more jobs of the scheduler",
+                "parameters": _scheduler_param(),
+                "responses": {"200": _json(SCHEDULER_BODY, "Paused"), **_errors(401, 403, 404)},
+            }
+        },
+        "/schedulers/{scheduler_id}/resume": {
+            "post": {
+                "summary": "Run the scheduler again from its next due time",
+                "parameters": _scheduler_param(),
+                "responses": {"200": _json(SCHEDULER_BODY, "Resumed"), **_errors(401, 403, 404)},
             }
         },
         "/pools": {"get": _get("Every pool's pause state, limits and their use", obj)},

@@ -137,6 +137,41 @@ FLOW: Schema = {
     },
 }
 
+# a scheduler's job: the options of an enqueue but its id and delay (a due time sets both)
+SCHEDULED_OPTIONS: Schema = {
+    **OPTIONS,
+    "properties": {k: v for k, v in OPTIONS["properties"].items() if k not in ("jobId", "delay")},
+}
+MAX_CRON = 200  # characters of a cron expression
+SCHEDULER: Schema = {
+    "type": "object",
+    "description": "a job and when it runs: every (seconds) or cron (with tz), not both",
+    "required": ["jobName"],
+    "properties": {
+        "jobName": ENQUEUE["properties"]["jobName"],
+        "data": {"type": "object"},
+        "options": SCHEDULED_OPTIONS,
+        "every": {"type": "number", "minimum": 1, "maximum": 366 * 86_400},
+        "cron": {"type": "string", "minLength": 1, "maxLength": MAX_CRON},
+        "tz": {"type": "string", "minLength": 1, "maxLength": 64},
+        "start": {"type": "string", "format": "date-time", "maxLength": 64},
+        "end": {"type": "string", "format": "date-time", "maxLength": 64},
+        "missed": {"type": "string", "enum": ["skip", "once"]},
+    },
+    "additionalProperties": False,
+}
+SCHEDULER_BODY: Schema = {
+    "type": "object",
+    "properties": {
+        **SCHEDULER["properties"],
+        "id": {"type": "string"},
+        "paused": {"type": "boolean"},
+        "start": {"type": ["string", "null"], "format": "date-time"},
+        "end": {"type": ["string", "null"], "format": "date-time"},
+        "nextRuns": {"type": "array", "items": {"type": "string", "format": "date-time"}},
+    },
+}
+
 SEED_MESSAGE: Schema = {
     "type": "object",
     "required": ["message"],

@@ -23,10 +23,11 @@ from gunicorn import util
 from gunicorn.arbiter import Arbiter
 from redis.exceptions import RedisError
 
-from jobs import logs, metrics
+from jobs import logs, metrics, schedule
 from jobs.connection import eviction_warning, sync_client
+from jobs.errors import QueueError
 from jobs.pulse import Pulse
-from jobs.queue import unserved_warning
+from jobs.queue import put_decorated, unserved_warning
 from jobs.settings import Settings, set_settings
 from jobs.store import SyncStore, calls
 from supervisor import deathsig, embedded, metric_files
@@ -84,6 +85,8 @@ class Master(Arbiter):  # type: ignore[misc]
         self.to_roll: dict[str, list[Child]] = {}
         self.rolling: dict[str, tuple[Child, int]] = {}
         self.node = NodeClaim(settings)
+        self.next_tick = 0.0
+        self.tick_failing = False
         super().__init__(app)
 
     # start-up
@@ -99,6 +102,7 @@ class Master(Arbiter):  # type: ignore[misc]
         self.warn_about_store()
         self.warn_about_unserved_pools()
         self.set_pool_limits()
+        self.put_decorated_schedulers()
         try:
             self.node.claim(self.redis)
         except NodeTaken as exc:
@@ -137,6 +141,17 @@ class Master(Arbiter):  # type: ignore[misc]
                 )
             except RedisError as exc:
                 log.warning("could not set the limits of pool %s: %s", pool, exc)
+
+    def put_decorated_schedulers(self) -> None:
+        """@job(cron=...): written at each start, for every node."""
+        assert self.store is not None
+        try:
+            written = put_decorated(self.store, self.settings)
+        except (RedisError, QueueError) as exc:
+            log.warning("could not write the schedulers of @job(cron=...): %s", exc)
+            return
+        if written:
+            log.info("schedulers of @job(cron=...): %s", ", ".join(written))
 
     def refuse_if_data_dir_in_use(self) -> None:
         client = sync_client(self.settings, socket_timeout=1, retry=None)
@@ -206,6 +221,7 @@ class Master(Arbiter):  # type: ignore[misc]
         if self.stopping:
             return
         self.node.renew(self.redis)
+        self.fire_schedulers()
         if self.server is not None and self.server.due():
             self.spawn_server()
         self.recover_pending()
@@ -215,6 +231,22 @@ class Master(Arbiter):  # type: ignore[misc]
                 self.spawn_consumer(child)
         self.judge_consumers()
         self.roll_consumers()
+
+    def fire_schedulers(self) -> None:
+        """Make the jobs of due schedulers. Every master does it; Redis lets one make each."""
+        now = time.monotonic()
+        if now < self.next_tick:
+            return
+        self.next_tick = now + schedule.TICK_SECONDS
+        assert self.store is not None
+        try:
+            for job_id in schedule.tick(self.store):
+                log.info("scheduled job %s made", job_id)
+            self.tick_failing = False
+        except RedisError as exc:
+            if not self.tick_failing:  # once per outage, not every second
+                log.warning("cannot fire schedulers: %s", exc)
+            self.tick_failing = True
 
     def judge_consumers(self) -> None:
         """Busy is not stuck. A consumer whose loop has not turned for CONSUMER_TIMEOUT is

@@ -416,6 +416,14 @@ class SyncStore:
             if r.state != "more":
                 return Recovered(r.state, moved, ended)
 
+    def server_ms(self) -> int:
+        return _server_ms(self.redis.time())
+
+    def scheduler(self, scheduler_id: str) -> str | None:
+        """A scheduler's stored definition, or None."""
+        raw: str | None = self.redis.hget(self.keys.schedulers, scheduler_id)
+        return raw
+
     def due_schedulers(
         self, now: int | None, limit: int
     ) -> tuple[int, list[tuple[str, int, str | None]]]:

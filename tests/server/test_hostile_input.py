@@ -127,12 +127,16 @@ def test_api_key_guards_every_route_but_the_open_ones(data_dir: Path) -> None:
         assert "hunter2" not in log, [line for line in log.splitlines() if "hunter2" in line][:3]
 
 
+FUZZ_CONFIG = Path(__file__).with_name("schemathesis.toml")
+
+
 # last: the fuzzer leaves long jobs behind
 def test_fuzzing_from_the_openapi_document_finds_no_5xx(svc: Service) -> None:
     # every check schemathesis has but use_after_free: a cancelled job's record stays readable;
     # not /events, a stream that never ends
     done = subprocess.run(
-        [sys.executable, "-m", "schemathesis.cli", "run", f"{svc.http.base_url}/openapi.json",
+        [sys.executable, "-m", "schemathesis.cli", "--config-file", str(FUZZ_CONFIG),
+         "run", f"{svc.http.base_url}/openapi.json",
          "--checks", "all", "--exclude-checks", "use_after_free", "--exclude-path", "/events",
          "--max-examples", "25", "--seed", "1", "--workers", "2"],
         capture_output=True, text=True, timeout=300,

@@ -192,14 +192,14 @@ def test_a_paused_scheduler_makes_no_job(store: redis.Redis, st: SyncStore) -> N
 @settings(max_examples=40, deadline=None)
 @given(
     every=st_.integers(1, 90),
-    steps=st_.lists(st_.tuples(st_.integers(0, 1), st_.integers(0, 100_000)), max_size=30),
+    steps=st_.lists(st_.tuples(st_.integers(0, 1), st_.integers(0, 90_000)), max_size=30),
 )
 def test_ticks_of_two_nodes_at_any_times_make_each_job_once_and_never_early(
     valkey: Any, every: int, steps: list[tuple[int, int]]
 ) -> None:
     """Two nodes tick at random moments (the clock never goes back): no due time makes two
-    jobs, no job is made before its due time, and while ticks come more often than the
-    interval every due time makes its job."""
+    jobs, no job is made before its due time, and while no tick comes more than
+    MISSED_AFTER_MS after the one before, every due time makes its job."""
     client = valkey.client()
     try:
         client.flushall()
@@ -207,7 +207,7 @@ def test_ticks_of_two_nodes_at_any_times_make_each_job_once_and_never_early(
         put(nodes[0], T0, every=every)
         now, made, gaps_ok = T0, [], True
         for node, step in steps:
-            gaps_ok = gaps_ok and step < every * 1000
+            gaps_ok = gaps_ok and step <= MISSED_AFTER_MS
             now += step
             made += [(job, now) for job in tick(nodes[node], now)]
         dues = [int(job.split("@")[1]) for job, _ in made]
