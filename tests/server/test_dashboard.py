@@ -396,6 +396,27 @@ def test_a_pool_paused_in_the_page_starts_nothing_until_resumed_there(
     dashboard.assert_clean()
 
 
+def test_a_scheduler_shows_its_next_run_and_is_paused_and_resumed_in_the_page(
+    svc: Service, dashboard: Dashboard
+) -> None:
+    body = {"jobName": "noop", "cron": "0 9 * * 1", "tz": "Europe/Paris"}
+    assert svc.http.put("/schedulers/weekly", json=body).status_code == 200
+    try:
+        row = dashboard.page.locator('tr[data-scheduler="weekly"]')
+        row.wait_for(timeout=SOON + 5000)  # the panel reloads every 5 s
+        assert "0 9 * * 1 (Europe/Paris)" in row.inner_text()
+        assert row.locator("time").count() == 1  # the next run
+        row.locator('button[data-scheduler-act="pause"]').click()
+        wait_for(lambda: svc.http.get("/schedulers/weekly").json()["paused"], 10, what="paused")
+        row.locator(".badge", has_text="paused").wait_for(timeout=SOON)
+        row.locator('button[data-scheduler-act="resume"]').click()
+        row.locator(".badge", has_text="running").wait_for(timeout=SOON)
+        assert svc.http.get("/schedulers/weekly").json()["paused"] is False
+        dashboard.assert_clean()
+    finally:
+        svc.http.delete("/schedulers/weekly")
+
+
 def test_a_populated_dashboard_shows_every_pool_and_each_kind_of_job(
     svc: Service, dashboard: Dashboard, tmp_path: Path
 ) -> None:
