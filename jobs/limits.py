@@ -35,3 +35,4 @@ SCHEDULER_ID_RULE = (
     f"a scheduler id must be 1-{MAX_SCHEDULER_ID} characters, without spaces, control "
     'characters, colons, braces or slashes, and not "." or ".."'
 )
+MAX_DEDUPE_KEY = 128  # characters of options.dedupe.key

@@ -90,7 +90,12 @@ class Enqueued:
     status: str
     worker: str | None
     pool: str
-    duplicate: bool = False
+    duplicate: bool = False  # its job_id existed
+    deduplicated: bool = False  # the job of its dedupe key stands for it
+
+    @property
+    def created(self) -> bool:
+        return not (self.duplicate or self.deduplicated)
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,30 @@ class Resolved:
     attempts: int
     timeout: float
     backoff: str
+    dedupe: tuple[str, str, int] | None = None  # key, mode, ttl ms
+
+
+DEDUPE_MODES = ("simple", "throttle", "debounce")
+
+
+def parse_dedupe(raw: Any) -> tuple[str, str, int] | None:
+    """options.dedupe: {"key", "ttl" (s), "mode"} as (key, mode, ttl ms)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise InvalidJob("options.dedupe", "options.dedupe must be an object")
+    key, mode, ttl = raw.get("key"), raw.get("mode", "simple"), raw.get("ttl")
+    if not isinstance(key, str) or not 0 < len(key) <= limits.MAX_DEDUPE_KEY:
+        raise InvalidJob(
+            "options.dedupe.key", f"options.dedupe.key must be 1-{limits.MAX_DEDUPE_KEY} characters"
+        )
+    if mode not in DEDUPE_MODES:
+        raise InvalidJob(
+            "options.dedupe.mode", "options.dedupe.mode must be simple, throttle or debounce"
+        )
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= limits.MAX_DELAY:
+        raise InvalidJob("options.dedupe.ttl", "options.dedupe.ttl must be 0 to a year in seconds")
+    return key, mode, max(int(ttl * 1000), 1)
 
 
 def resolve(
@@ -160,6 +189,7 @@ def resolve(
     timeout: float | None = None,
     priority: int = 0,
     queue: str | None = None,
+    dedupe: Mapping[str, Any] | None = None,
 ) -> Resolved:
     """Check a job's options against its registration and the limits, and fill in defaults.
     Raises InvalidJob for an unknown job or pool or a bad option."""
@@ -202,6 +232,7 @@ def resolve(
         tries,
         limit,
         policy.json,
+        parse_dedupe(dedupe),
     )
 
 
@@ -219,6 +250,7 @@ def arguments(name: str, data: Any, options: Mapping[str, Any] | None = None) ->
         "timeout": float(options["timeout"]) if "timeout" in options else None,
         "priority": int(options.get("priority", 0)),
         "queue": options.get("queue"),
+        "dedupe": options.get("dedupe"),
     }
 
 
@@ -240,7 +272,7 @@ def define_scheduler(
     """A checked scheduler: its timing, and its job resolved as an enqueue would resolve it
     (`options` in the shape of the HTTP API, without jobId and delay)."""
     options = dict(options or {})
-    for fixed in ("jobId", "delay"):
+    for fixed in ("jobId", "delay", "dedupe"):
         if fixed in options:
             raise InvalidJob(f"options.{fixed}", f"a scheduler's job cannot have {fixed}")
     job = resolve(settings, **arguments(name, data, options))
@@ -445,6 +477,7 @@ class Queue:
         timeout: float | None = None,
         priority: int = 0,
         queue: str | None = None,
+        dedupe: Mapping[str, Any] | None = None,
         request_id: str | None = None,
         traceparent: str | None = None,
     ) -> Enqueued:
@@ -452,7 +485,9 @@ class Queue:
 
         Raises InvalidJob for an unknown job or pool or a bad option, Unavailable when the
         pool has no live consumer or a full backlog (or Redis is down). A `job_id` that exists
-        already returns that job with `duplicate=True` and creates nothing.
+        already returns that job with `duplicate=True` and creates nothing. `dedupe`
+        (`{"key", "ttl", "mode"}`, as options.dedupe) may answer another job, with
+        `deduplicated=True`.
         """
         job = resolve(
             self.settings,
@@ -465,6 +500,7 @@ class Queue:
             timeout=timeout,
             priority=priority,
             queue=queue,
+            dedupe=dedupe,
         )
         ident, pool = job.job_id, job.pool
         with otel.sending(pool, name, ident, tracing.valid_traceparent(traceparent)) as carried:
@@ -482,6 +518,7 @@ class Queue:
                 backoff=job.backoff,
                 request_id=tracing.valid_request_id(request_id),
                 traceparent=carried,
+                dedupe=job.dedupe,
             )
             return await self.write(call, ident, name, data, pool)
 
@@ -521,7 +558,8 @@ class Queue:
             raise Unavailable(
                 f"pool {pool!r} has {self.settings.backlog_limit} jobs waiting", retry_after=5
             )
-        if written.outcome == "duplicate":
+        if written.outcome in ("duplicate", "deduplicated"):
+            ident = written.job_id
             stored = await self.get(ident)
             return Enqueued(
                 ident,
@@ -530,7 +568,8 @@ class Queue:
                 written.status,
                 written.worker,
                 stored["pool"] if stored else pool,
-                duplicate=True,
+                duplicate=written.outcome == "duplicate",
+                deduplicated=written.outcome == "deduplicated",
             )
         return Enqueued(ident, name, data, written.status, written.worker, pool)
 

@@ -75,13 +75,15 @@ def enqueued_body(job: Enqueued) -> dict[str, Any]:
     }
     if job.duplicate:
         body["duplicate"] = True
+    if job.deduplicated:
+        body["deduplicated"] = True
     return body
 
 
 def accepted(job: Enqueued, body: dict[str, Any]) -> JSONResponse:
-    if not job.duplicate:
+    if job.created:
         metrics.count_enqueue(job.pool, job.name)
-    status = 200 if job.duplicate else 202
+    status = 202 if job.created else 200
     return JSONResponse(
         body, status_code=status, headers={"Location": f"/jobs/{quote(job.id, safe='')}"}
     )
@@ -125,9 +127,9 @@ async def enqueue_tasks(request: Request) -> Response:
     )
     for (i, _), answer in zip(checked, answers, strict=True):
         if isinstance(answer, Enqueued):
-            if not answer.duplicate:
+            if answer.created:
                 metrics.count_enqueue(answer.pool, answer.name)
-            results[i] = {**bulk_body(answer), "status": 200 if answer.duplicate else 202}
+            results[i] = {**bulk_body(answer), "status": 202 if answer.created else 200}
         else:
             status = queue_error_status(answer)
             results[i] = {"error": CODES[status], "detail": answer.detail, "status": status}

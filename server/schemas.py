@@ -39,6 +39,19 @@ OPTIONS: Schema = {
         "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": limits.MAX_TIMEOUT},
         "priority": {"type": "integer", "minimum": -limits.PRIORITY, "maximum": limits.PRIORITY},
         "queue": {"type": "string", "minLength": 1, "maxLength": limits.MAX_POOL_NAME},
+        "dedupe": {
+            "type": "object",
+            "description": "simple: no new job while the key's job waits or runs (at most "
+            "ttl); throttle: one per ttl; debounce: the waiting job takes the newest data and "
+            "starts ttl after the last enqueue",
+            "required": ["key", "ttl"],
+            "properties": {
+                "key": {"type": "string", "minLength": 1, "maxLength": limits.MAX_DEDUPE_KEY},
+                "ttl": {"type": "number", "exclusiveMinimum": 0, "maximum": limits.MAX_DELAY},
+                "mode": {"type": "string", "enum": ["simple", "throttle", "debounce"]},
+            },
+            "additionalProperties": False,
+        },
     },
     "additionalProperties": False,
 }
@@ -140,7 +153,9 @@ FLOW: Schema = {
 # a scheduler's job: the options of an enqueue but its id and delay (a due time sets both)
 SCHEDULED_OPTIONS: Schema = {
     **OPTIONS,
-    "properties": {k: v for k, v in OPTIONS["properties"].items() if k not in ("jobId", "delay")},
+    "properties": {
+        k: v for k, v in OPTIONS["properties"].items() if k not in ("jobId", "delay", "dedupe")
+    },
 }
 MAX_CRON = 200  # characters of a cron expression
 SCHEDULER: Schema = {
@@ -230,6 +245,7 @@ ENQUEUED: Schema = {
         # a new job is queued or delayed; a duplicate answers the existing job's status
         "status": {"type": "string", "enum": STATUSES},
         "duplicate": {"type": "boolean"},
+        "deduplicated": {"type": "boolean", "description": "the job of options.dedupe.key"},
     },
 }
 

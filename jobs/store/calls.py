@@ -97,8 +97,11 @@ def enqueue(
     backoff: str,
     request_id: str | None = None,
     traceparent: str | None = None,
+    dedupe: tuple[str, str, int] | None = None,
     now: int | None = None,
 ) -> Call[Written]:
+    """`dedupe` is (key, mode, ttl ms)."""
+    key, mode, ttl = dedupe or ("", "", 0)
     return Call(
         "enqueue",
         [k.job(job_id), k.workers(pool), k.delayed(pool), k.draining(pool)],
@@ -117,8 +120,11 @@ def enqueue(
             backoff,
             request_id or "",
             traceparent or "",
+            key,
+            mode,
+            ttl,
         ],
-        lambda r: Written(r[0], r[1], r[2] or None),
+        lambda r: Written(r[0], r[1], r[2] or None, r[3]),
     )
 
 

@@ -46,11 +46,13 @@ class Control:
 
 @dataclass(frozen=True, slots=True)
 class Written:
-    """What enqueue did: created, duplicate, no_consumer or backlog_full."""
+    """What enqueue did: created, duplicate, deduplicated, no_consumer or backlog_full; the id
+    of the job that stands for it (another job's when deduplicated)."""
 
     outcome: str
     status: str
     worker: str | None
+    job_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

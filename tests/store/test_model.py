@@ -51,6 +51,7 @@ def machine(client: redis.Redis) -> type[RuleBasedStateMachine]:
             self.alive: set[str] = set()
             self.held: dict[str, dict[str, str]] = {s: {} for s in SLOTS}  # slot -> id -> token
             self.enqueued: set[str] = set()
+            self.deduped: dict[str, str] = {}  # job -> the dedupe mode it was created under
             self.completed = 0
             self.dlq_left = 0  # dead-letter entries that left by retry or delete
 
@@ -99,6 +100,37 @@ def machine(client: redis.Redis) -> type[RuleBasedStateMachine]:
             )  # fmt: skip
             if written.outcome == "created":
                 self.enqueued.add(job)
+                self.deduped.pop(job, None)
+
+        @rule(job=st.sampled_from(JOBS), mode=st.sampled_from(["simple", "throttle", "debounce"]))
+        def enqueue_deduped(self, job: str, mode: str) -> None:
+            # one key per mode; a day of ttl: no key expires by Redis' own clock meanwhile
+            written = self.run(
+                calls.enqueue(K, S, job_id=job, name=NAMES[0], pool="p", data="{}", delay_ms=0,
+                              priority=0, attempts=2, timeout=20.0, backoff="{}",
+                              dedupe=(f"k-{mode}", mode, 86_400_000), now=self.now)
+            )  # fmt: skip
+            if written.outcome == "created":
+                self.enqueued.add(job)
+                self.deduped[job] = mode
+            elif written.outcome == "deduplicated":
+                # the key's job stands: unfinished (simple), waiting (debounce), or any (throttle)
+                assert written.job_id in self.enqueued or mode == "throttle", written
+
+        @invariant()
+        def a_dedupe_key_stands_for_one_job_at_a_time(self) -> None:
+            status = {j: client.hget(K.job(j), "status") for j in self.deduped}
+            made = {
+                m: [j for j, mode in self.deduped.items() if mode == m]
+                for m in ("simple", "throttle", "debounce")
+            }
+            unfinished = [j for j in made["simple"] if status[j] and status[j] not in TERMINAL]
+            assert len(unfinished) <= 1, unfinished
+            if unfinished:
+                assert client.get(f"{S.prefix}:dedupe:p:k-simple") == unfinished[0]
+            assert len(made["throttle"]) <= 1  # one per ttl
+            waiting = [j for j in made["debounce"] if status[j] == "delayed"]
+            assert len(waiting) <= 1, waiting
 
         @rule(slot=st.sampled_from(SLOTS))
         def beat(self, slot: str) -> None:
@@ -212,12 +244,14 @@ def machine(client: redis.Redis) -> type[RuleBasedStateMachine]:
             outcome, _ = self.run(calls.dlq_retry(K, job_id=job, now=self.now))
             if outcome == "retried":
                 self.dlq_left += 1
+                self.deduped.pop(job, None)  # it runs again without taking back a dedupe key
 
         @rule(job=st.sampled_from(JOBS))
         def dlq_delete(self, job: str) -> None:
             if self.run(calls.dlq_delete(K, job_id=job, now=self.now)) is not None:
                 self.dlq_left += 1
                 self.enqueued.discard(job)
+                self.deduped.pop(job, None)
 
         @invariant()
         def each_unfinished_job_is_in_exactly_one_place_with_one_holder(self) -> None:

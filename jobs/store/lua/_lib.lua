@@ -5,7 +5,8 @@
 -- P:job:<id>         hash    one job: id name pool data maxAttempts timeout backoff priority
 --                            score createdAt [requestId traceparent scheduler] | status worker
 --                            attempts crashes claims token [held: counted in running:<pool>]
---                            [waitingFor: why a parked job waits]
+--                            [waitingFor: why a parked job waits] [dedupe: the simple dedupe
+--                            key it holds until it finishes]
 --                            startedAt completedAt failedAt result error traceback progress
 --                            tries (JSON: the last MAX_TRIES tries: attempt startedAt endedAt
 --                            consumer outcome error; outcome is completed, failed, cancelled,
@@ -50,6 +51,9 @@
 -- P:events           stream  job state changes: type id name pool status at [worker attempt
 --                            progress]; about EVENTS_KEPT entries (GET /events)
 -- P:node:<name>      string  the master that runs as NODE_NAME <name> (JSON; supervisor/node.py)
+-- P:dedupe:<pool>:<key> string the job that stands for every enqueue of dedupe key <key>
+--                            (options.dedupe); expires after its ttl; a simple one goes when its
+--                            job finishes
 -- P:schedulers      hash    job schedulers: id -> definition (JSON: the shape of GET
 --                            /schedulers/{id} and job, the job's stored fields)
 -- P:schedule         zset    schedulers that run: id, score = next due time (server ms). A due
@@ -123,9 +127,13 @@ end
 local release  -- below: a held try gives back its counts
 local function set_status(id, status, event, extra)
   local key = job_key(id)
-  local r = redis.call('HMGET', key, 'status', 'createdAt', 'name', 'pool', 'held')
+  local r = redis.call('HMGET', key, 'status', 'createdAt', 'name', 'pool', 'held', 'dedupe')
   if r[1] == status then return end
   if r[5] then release(id, r[3] or '', r[4] or '') end
+  if r[6] and (status == 'completed' or status == 'dead' or status == 'cancelled') and
+      redis.call('GET', r[6]) == id then
+    redis.call('DEL', r[6])  -- the simple dedupe key this job held: a new one may come
+  end
   if r[1] then redis.call('ZREM', status_index(r[1]), id) end
   redis.call('ZADD', status_index(status), r[2] or NOW, id)
   redis.call('HSET', key, 'status', status)
