@@ -36,3 +36,4 @@ SCHEDULER_ID_RULE = (
     'characters, colons, braces or slashes, and not "." or ".."'
 )
 MAX_DEDUPE_KEY = 128  # characters of options.dedupe.key
+MAX_GROUP = 64  # characters of options.group

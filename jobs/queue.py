@@ -152,6 +152,7 @@ class Resolved:
     timeout: float
     backoff: str
     dedupe: tuple[str, str, int] | None = None  # key, mode, ttl ms
+    group: str | None = None
 
 
 DEDUPE_MODES = ("simple", "throttle", "debounce")
@@ -190,6 +191,7 @@ def resolve(
     priority: int = 0,
     queue: str | None = None,
     dedupe: Mapping[str, Any] | None = None,
+    group: str | None = None,
 ) -> Resolved:
     """Check a job's options against its registration and the limits, and fill in defaults.
     Raises InvalidJob for an unknown job or pool or a bad option."""
@@ -216,6 +218,8 @@ def resolve(
     policy = parse_backoff(
         backoff if backoff is not None else spec.backoff, settings.default_backoff
     )
+    if group is not None and (not isinstance(group, str) or not 0 < len(group) <= limits.MAX_GROUP):
+        raise InvalidJob("options.group", f"options.group must be 1-{limits.MAX_GROUP} characters")
     if job_id is None:
         ident = secrets.token_hex(16)
     elif not limits.valid_job_id(job_id):
@@ -233,6 +237,7 @@ def resolve(
         limit,
         policy.json,
         parse_dedupe(dedupe),
+        group,
     )
 
 
@@ -251,6 +256,7 @@ def arguments(name: str, data: Any, options: Mapping[str, Any] | None = None) ->
         "priority": int(options.get("priority", 0)),
         "queue": options.get("queue"),
         "dedupe": options.get("dedupe"),
+        "group": options.get("group"),
     }
 
 
@@ -272,7 +278,7 @@ def define_scheduler(
     """A checked scheduler: its timing, and its job resolved as an enqueue would resolve it
     (`options` in the shape of the HTTP API, without jobId and delay)."""
     options = dict(options or {})
-    for fixed in ("jobId", "delay", "dedupe"):
+    for fixed in ("jobId", "delay", "dedupe", "group"):
         if fixed in options:
             raise InvalidJob(f"options.{fixed}", f"a scheduler's job cannot have {fixed}")
     job = resolve(settings, **arguments(name, data, options))
@@ -392,6 +398,7 @@ def record(raw: dict[str, str]) -> dict[str, Any]:
         "createdAt": iso(raw.get("createdAt")),
         "startedAt": iso(raw.get("startedAt")),
         "completedAt": iso(raw.get("completedAt")),
+        "group": raw.get("group") or None,
         "requestId": raw.get("requestId") or None,
         "traceparent": raw.get("traceparent") or None,
         "tries": tries(raw.get("tries")),
@@ -441,6 +448,16 @@ def holding_back(state: dict[str, Any]) -> str | None:
     return None
 
 
+def group_holding_back(group: str, rules: dict[str, Any], running: int, started: int) -> str | None:
+    """What of a group's limits holds its queued jobs back now, if any."""
+    rate = rules.get("rate") or {}
+    if rules.get("concurrency") and running >= rules["concurrency"]:
+        return f"the concurrency limit of group {group}"
+    if rate.get("max") and started >= rate["max"]:
+        return f"the rate limit of group {group}"
+    return None
+
+
 def unserved_warning(pool: str, count: int) -> str:
     return (
         f"pool {pool!r} is not in POOLS but holds {count} jobs, which no consumer runs; "
@@ -478,6 +495,7 @@ class Queue:
         priority: int = 0,
         queue: str | None = None,
         dedupe: Mapping[str, Any] | None = None,
+        group: str | None = None,
         request_id: str | None = None,
         traceparent: str | None = None,
     ) -> Enqueued:
@@ -501,6 +519,7 @@ class Queue:
             priority=priority,
             queue=queue,
             dedupe=dedupe,
+            group=group,
         )
         ident, pool = job.job_id, job.pool
         with otel.sending(pool, name, ident, tracing.valid_traceparent(traceparent)) as carried:
@@ -519,6 +538,7 @@ class Queue:
                 request_id=tracing.valid_request_id(request_id),
                 traceparent=carried,
                 dedupe=job.dedupe,
+                group=job.group,
             )
             return await self.write(call, ident, name, data, pool)
 
@@ -581,9 +601,14 @@ class Queue:
             return None
         found = record(raw)
         if found["status"] == Status.QUEUED and not found["waitingFor"]:
-            found["waitingFor"] = holding_back(
-                (await self.store.flow([found["pool"]]))[found["pool"]]
-            )
+            pool, group = found["pool"], found["group"]
+            state = (await self.store.flow([pool]))[pool]
+            found["waitingFor"] = holding_back(state)
+            rules = (state["control"].limits or {}).get("groups") or {}
+            if not found["waitingFor"] and group and rules:
+                found["waitingFor"] = group_holding_back(
+                    group, rules, *await self.store.group_use(pool, group, rules)
+                )
         return found
 
     # job schedulers

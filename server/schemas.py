@@ -39,6 +39,13 @@ OPTIONS: Schema = {
         "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": limits.MAX_TIMEOUT},
         "priority": {"type": "integer", "minimum": -limits.PRIORITY, "maximum": limits.PRIORITY},
         "queue": {"type": "string", "minLength": 1, "maxLength": limits.MAX_POOL_NAME},
+        "group": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": limits.MAX_GROUP,
+            "description": "a tenant, an API key...: the pool serves groups in turn, each under "
+            "the limits' groups part",
+        },
         "dedupe": {
             "type": "object",
             "description": "simple: no new job while the key's job waits or runs (at most "
@@ -125,6 +132,12 @@ LIMITS: Schema = {
     "properties": {
         "rate": RATE,
         "concurrency": CONCURRENCY,
+        "groups": {
+            "type": "object",
+            "description": "for each value of options.group on its own",
+            "properties": {"rate": RATE, "concurrency": CONCURRENCY},
+            "additionalProperties": False,
+        },
         "jobs": {
             "type": "object",
             "additionalProperties": {
@@ -154,7 +167,9 @@ FLOW: Schema = {
 SCHEDULED_OPTIONS: Schema = {
     **OPTIONS,
     "properties": {
-        k: v for k, v in OPTIONS["properties"].items() if k not in ("jobId", "delay", "dedupe")
+        k: v
+        for k, v in OPTIONS["properties"].items()
+        if k not in ("jobId", "delay", "dedupe", "group")
     },
 }
 MAX_CRON = 200  # characters of a cron expression
@@ -227,6 +242,8 @@ JOB_RECORD: Schema = {
         "attempts": {"type": "integer"},
         "assignedWorker": {"type": ["string", "null"]},
         "pool": {"type": "string"},
+        "group": {"type": ["string", "null"]},
+        "waitingFor": {"type": ["string", "null"]},
         "progress": {},
         "createdAt": {"type": ["string", "null"], "format": "date-time"},
         "startedAt": {"type": ["string", "null"], "format": "date-time"},

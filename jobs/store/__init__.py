@@ -218,6 +218,17 @@ class Store:
             }
         return found
 
+    async def group_use(self, pool: str, group: str, rules: dict[str, Any]) -> tuple[int, int]:
+        """A group's tries running and starts in its rate period now (limits.groups)."""
+        rate = rules.get("rate") or {}
+        period = float(rate.get("period") or 0) * 1000
+        now = await self.server_ms()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(self.keys.running(pool), f"g:{group}")
+            pipe.zcount(self.keys.gstarts(pool, group), now - period, "+inf")
+            running, started = await pipe.execute()
+        return int(running or 0), int(started)
+
     async def consumers(self, pools: list[str]) -> dict[str, Any]:
         """Counts and consumers over `pools`, judged by the server's clock."""
         k = self.keys

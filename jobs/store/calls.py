@@ -98,6 +98,7 @@ def enqueue(
     request_id: str | None = None,
     traceparent: str | None = None,
     dedupe: tuple[str, str, int] | None = None,
+    group: str | None = None,
     now: int | None = None,
 ) -> Call[Written]:
     """`dedupe` is (key, mode, ttl ms)."""
@@ -123,6 +124,7 @@ def enqueue(
             key,
             mode,
             ttl,
+            group or "",
         ],
         lambda r: Written(r[0], r[1], r[2] or None, r[3]),
     )

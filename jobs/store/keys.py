@@ -47,6 +47,18 @@ class Keys:
     def parked(self, pool: str, name: str) -> str:
         return f"{self.prefix}:parked:{pool}:{name}"
 
+    def group(self, pool: str, group: str) -> str:
+        return f"{self.prefix}:group:{pool}:{group}"
+
+    def groups(self, pool: str) -> str:
+        return f"{self.prefix}:groups:{pool}"
+
+    def gstarts(self, pool: str, group: str) -> str:
+        return f"{self.prefix}:gstarts:{pool}:{group}"
+
+    def grouped(self, pool: str) -> str:
+        return f"{self.prefix}:grouped:{pool}"
+
     def sweep(self, pool: str) -> str:
         return f"{self.prefix}:sweep:{pool}"
 

@@ -90,8 +90,44 @@ def test_limits_hold_across_two_nodes_counted_from_the_jobs_own_times(
         assert ms(a.wait_status(other, "completed")["completedAt"]) < max(
             ms(r["completedAt"]) for r in records
         )
-        for body in ({"rate": {"max": 0, "period": 1}}, {"concurrency": "2"}, {"groups": {}}):
+        for body in (
+            {"rate": {"max": 0, "period": 1}},
+            {"concurrency": "2"},
+            {"groups": {"concurrency": 0}},
+        ):
             assert a.http.put("/pools/default/limits", json=body).status_code == 422, body
+
+
+def test_groups_are_served_in_turn_each_under_its_own_limits_across_two_nodes(
+    tmp_path: Path, server: Valkey
+) -> None:
+    """A busy tenant's 24 jobs and a quiet tenant's 2: each group starts at most 4 per second
+    and runs at most 2 at once, counted from the jobs' own times, and the quiet group's jobs
+    start within one period of their enqueue, not after the busy group's backlog."""
+    with (
+        running(tmp_path / "a", **node_env(server, "a")) as a,
+        running(tmp_path / "b", **node_env(server, "b")) as b,
+    ):
+        limits = {"groups": {"rate": {"max": 4, "period": 1}, "concurrency": 2}}
+        assert a.http.put("/pools/default/limits", json=limits).json()["limits"] == limits
+        busy = [
+            (a if i % 2 else b).enqueue("sleeper", {"seconds": 0.2}, group="busy")
+            for i in range(24)
+        ]
+        wait_for(lambda: a.job(busy[-1])["waitingFor"] is not None, 10, what="the busy backlog")
+        quiet = [b.enqueue("sleeper", {"seconds": 0.2}, group="quiet") for _ in range(2)]
+        assert a.job(quiet[0])["group"] == "quiet"
+        records = {g: [a.wait_status(j, "completed", 40) for j in ids]
+                   for g, ids in (("busy", busy), ("quiet", quiet))}  # fmt: skip
+        for group, done in records.items():
+            starts = sorted(ms(r["startedAt"]) for r in done)
+            for t in starts:
+                assert sum(1 for s in starts if t <= s < t + 1) <= 4, (group, starts)
+            assert most_at_once(spans(done)) <= 2, group
+        for r in records["quiet"]:
+            assert ms(r["startedAt"]) - ms(r["createdAt"]) <= 1.0, r
+        last_busy = max(ms(r["startedAt"]) for r in records["busy"])
+        assert max(ms(r["startedAt"]) for r in records["quiet"]) < last_busy - 2
 
 
 def test_a_job_asking_for_a_rate_limit_holds_its_pool_and_is_not_a_failed_try(

@@ -37,6 +37,7 @@ JOBS = [f"j{i}" for i in range(8)]
 SLOTS = ["a", "b", "c"]
 OUTCOMES = ["completed", "failed", "dead", "cancelled", "requeue", "limited"]
 NAMES = ["report", "noop"]
+GROUPS = ["ga", "gb"]
 STEPS = {"count": 0}
 
 
@@ -91,12 +92,16 @@ def machine(client: redis.Redis) -> type[RuleBasedStateMachine]:
             self.now += ms
 
         @rule(
-            job=st.sampled_from(JOBS), delay=st.sampled_from([0, 0, 2000]), prio=st.integers(-2, 2)
+            job=st.sampled_from(JOBS),
+            delay=st.sampled_from([0, 0, 2000]),
+            prio=st.integers(-2, 2),
+            group=st.sampled_from([None, None, *GROUPS]),
         )
-        def enqueue(self, job: str, delay: int, prio: int) -> None:
+        def enqueue(self, job: str, delay: int, prio: int, group: str | None = None) -> None:
             written = self.run(
                 calls.enqueue(K, S, job_id=job, name=NAMES[int(job[1:]) % 2], pool="p", data="{}", delay_ms=delay,
-                              priority=prio, attempts=2, timeout=20.0, backoff="{}", now=self.now)
+                              priority=prio, attempts=2, timeout=20.0, backoff="{}", group=group,
+                              now=self.now)
             )  # fmt: skip
             if written.outcome == "created":
                 self.enqueued.add(job)
@@ -220,11 +225,19 @@ def machine(client: redis.Redis) -> type[RuleBasedStateMachine]:
             concurrency=st.sampled_from([None, 1, 3]),
             cap=st.sampled_from([None, 1]),
             rate=st.sampled_from([None, 2]),
+            groups=st.sampled_from([None, {"concurrency": 1}, {"rate": {"max": 1, "period": 1}}]),
         )
         def limit(
-            self, paused: bool, concurrency: int | None, cap: int | None, rate: int | None
+            self,
+            paused: bool,
+            concurrency: int | None,
+            cap: int | None,
+            rate: int | None,
+            groups: dict[str, Any] | None,
         ) -> None:
             limits: dict[str, Any] = {}
+            if groups:
+                limits["groups"] = groups
             if concurrency:
                 limits["concurrency"] = concurrency
             if cap:
@@ -312,6 +325,13 @@ def machine(client: redis.Redis) -> type[RuleBasedStateMachine]:
             assert int(counts.get("all", 0)) == len(held)
             for name in NAMES:
                 assert int(counts.get(f"n:{name}", 0)) == sum(1 for r in held if r["name"] == name)
+            for group in GROUPS:
+                in_group = sum(1 for r in held if r.get("group") == group)
+                assert int(counts.get(f"g:{group}", 0)) == in_group, (group, counts)
+                queued = client.zrange(K.group("p", group), 0, -1)
+                assert all(client.hget(K.job(j), "group") == group for j in queued)
+            waiting = sum(client.zcard(K.group("p", g)) for g in GROUPS)
+            assert int(client.get(K.grouped("p")) or 0) == waiting
 
         @invariant()
         def counters_equal_the_truth(self) -> None:

@@ -5,7 +5,7 @@
 -- P:job:<id>         hash    one job: id name pool data maxAttempts timeout backoff priority
 --                            score createdAt [requestId traceparent scheduler] | status worker
 --                            attempts crashes claims token [held: counted in running:<pool>]
---                            [waitingFor: why a parked job waits] [dedupe: the simple dedupe
+--                            [group] [waitingFor: why a parked job waits] [dedupe: the simple dedupe
 --                            key it holds until it finishes]
 --                            startedAt completedAt failedAt result error traceback progress
 --                            tries (JSON: the last MAX_TRIES tries: attempt startedAt endedAt
@@ -26,15 +26,24 @@
 --                            gate ('1' while its pool is paused or limited: claim then reads
 --                            control:<pool>; a pool without either costs its claims nothing)
 -- P:control:<pool>   hash    paused ('1'), limits (JSON: rate {max, period s}, concurrency,
---                            jobs {<name>: {concurrency}}), caps (JSON {<name>: n}, from
+--                            jobs {<name>: {concurrency}}, groups {rate, concurrency}), caps (JSON {<name>: n}, from
 --                            @job(max_concurrency)), holdUntil (ms: a job asked to be rate
---                            limited); for every node, kept across restarts
+--                            limited), grouped ('1' once a grouped job came: claims read the
+--                            group queues); for every node, kept across restarts
 -- P:running:<pool>   hash    tries of a limited pool that count against its limits: all,
---                            n:<name>; a held job gives its count back when it leaves active
+--                            n:<name>, g:<group>; a held job gives its count back when it
+--                            leaves active
 -- P:starts:<pool>    zset    starts in a rate-limited pool's current period; member
 --                            <id>:<token>, score = start (server ms)
 -- P:parked:<pool>:<name> zset jobs of <name> waiting for its concurrency cap; score = when
 --                            parked. One goes back to delayed:<pool> each time one ends.
+-- P:group:<pool>:<g> zset   queued jobs of group <g> (options.group) of <pool>, not bound to a
+--                            consumer; score = priority score. Any consumer of the pool serves
+--                            the groups round-robin, each under its limits (limits.groups)
+-- P:groups:<pool>    zset    groups of <pool> with jobs queued; score = turn (lowest next; a
+--                            group served goes to the end)
+-- P:gstarts:<pool>:<g> zset  starts of group <g> in its rate period; member <id>:<token>
+-- P:grouped:<pool>   string  jobs in the group queues of <pool> (counted against its backlog)
 -- P:sweep:<pool>     string  the consumer sweeping <pool> for lapsed consumers (short expiry)
 -- P:pools            set     every pool a consumer has served
 -- P:stats            hash    counters: completed failed deadLettered dlqDropped
@@ -62,7 +71,8 @@
 --                            (server/auth.py through the store; expires with the window)
 --
 -- Life cycle (status: where the job is):
---   enqueue    -> queued: ready:<cid>          | delayed: delayed:<pool>
+--   enqueue    -> queued: ready:<cid> | queued: group:<pool>:<g> (options.group)
+--                 | delayed: delayed:<pool>
 --   claim      -> active: active:<cid>, with a new token (from delayed:<pool> when due, from
 --                 ready:<cid>, or stolen from the most loaded live peer's ready queue); in a
 --                 paused or limited pool, nothing or fewer; a job whose name is at its cap
@@ -104,6 +114,10 @@ local function control_key(pool) return P .. ':control:' .. pool end
 local function running_key(pool) return P .. ':running:' .. pool end
 local function starts_key(pool) return P .. ':starts:' .. pool end
 local function parked_key(pool, name) return P .. ':parked:' .. pool .. ':' .. name end
+local function groups_key(pool) return P .. ':groups:' .. pool end
+local function group_key(pool, group) return P .. ':group:' .. pool .. ':' .. group end
+local function gstarts_key(pool, group) return P .. ':gstarts:' .. pool .. ':' .. group end
+local function grouped_key(pool) return P .. ':grouped:' .. pool end
 local STATS = P .. ':stats'
 local DLQ = P .. ':dlq'
 local INDEX = P .. ':index'
@@ -198,6 +212,8 @@ release = function(id, name, pool)
   local running = running_key(pool)
   redis.call('HINCRBY', running, 'all', -1)
   redis.call('HINCRBY', running, 'n:' .. name, -1)
+  local group = redis.call('HGET', job_key(id), 'group')
+  if group then redis.call('HINCRBY', running, 'g:' .. group, -1) end
   redis.call('HDEL', job_key(id), 'held')
   local back = redis.call('ZPOPMIN', parked_key(pool, name))
   if back[1] then
@@ -210,8 +226,9 @@ end
 -- Whether claims of `pool` must read control:<pool> (paused, limited or held), told to each
 -- of its consumers' worker:<cid> (the hash a claim reads anyway).
 local function gated(pool)
-  local c = redis.call('HMGET', control_key(pool), 'paused', 'limits', 'caps', 'holdUntil')
-  return c[1] or c[2] or c[3] or (tonumber(c[4] or 0) > NOW)
+  local c = redis.call('HMGET', control_key(pool), 'paused', 'limits', 'caps', 'holdUntil',
+    'grouped')
+  return c[1] or c[2] or c[3] or c[5] or (tonumber(c[4] or 0) > NOW)
 end
 
 local function set_gates(pool)
@@ -222,6 +239,30 @@ local function set_gates(pool)
       redis.call('HSET', info_key(cid), 'gate', '1')
     end
   end
+end
+
+-- A job of a group waits in its group's queue, which any consumer of the pool serves in turn
+-- with the other groups (claim.lua). A group new to the turn comes after those in it. The
+-- first grouped job of a pool gates its claims for good (a retry of a grouped job, due in
+-- delayed:<pool>, must go back through its group).
+local function group_queue(id, pool, group, score)
+  redis.call('ZADD', group_key(pool, group), score, id)
+  redis.call('INCR', grouped_key(pool))
+  local turns = groups_key(pool)
+  if not redis.call('ZSCORE', turns, group) then
+    local last = redis.call('ZRANGE', turns, -1, -1, 'WITHSCORES')
+    redis.call('ZADD', turns, (tonumber(last[2]) or 0) + 1, group)
+  end
+  if redis.call('HSETNX', control_key(pool), 'grouped', '1') == 1 then set_gates(pool) end
+end
+
+-- A job leaves its group's queue (claimed or cancelled).
+local function group_unqueue(id, pool, group)
+  if redis.call('ZREM', group_key(pool, group), id) == 1 then
+    redis.call('DECR', grouped_key(pool))
+    return true
+  end
+  return false
 end
 
 -- A job reached a terminal status that keeps its record for `keep` ms (completed, cancelled).

@@ -4,7 +4,7 @@
 -- ARGV[1] prefix, ARGV[2] now, ARGV[3] id, ARGV[4] keep ms
 -- Returns {outcome, previous status}: outcome is cancelled, finished or missing.
 local id = ARGV[3]
-local r = redis.call('HMGET', KEYS[1], 'status', 'pool', 'worker', 'token', 'name')
+local r = redis.call('HMGET', KEYS[1], 'status', 'pool', 'worker', 'token', 'name', 'group')
 local status, pool, worker, token = r[1], r[2], r[3], r[4]
 if not status then return {'missing', ''} end
 if status == 'completed' or status == 'dead' or status == 'cancelled' then
@@ -18,5 +18,6 @@ end
 redis.call('ZREM', delayed_key(pool), id)
 redis.call('ZREM', parked_key(pool, r[5] or ''), id)
 if worker then redis.call('ZREM', ready_key(worker), id) end
+if r[6] then group_unqueue(id, pool, r[6]) end
 finished(id, 'cancelled', tonumber(ARGV[4]))
 return {'cancelled', status}

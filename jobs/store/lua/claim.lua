@@ -1,6 +1,7 @@
--- Take up to n jobs for one consumer: the pool's due delayed jobs, then its own queue, then
--- (work stealing) the most loaded live peer's queue, highest priority first. Each try gets a
--- lease in active:<cid> and a new token.
+-- Take up to n jobs for one consumer: the pool's due delayed jobs, then its groups' queues in
+-- turn (one job per group per round, each group under its own limits), then its own queue,
+-- then (work stealing) the most loaded live peer's queue, highest priority first. Each try
+-- gets a lease in active:<cid> and a new token.
 -- KEYS[1] ready:<cid>, KEYS[2] active:<cid>, KEYS[3] delayed:<pool>, KEYS[4] workers:<pool>,
 -- KEYS[5] draining:<pool>, KEYS[6] worker:<cid>
 -- ARGV[1] prefix, ARGV[2] now, ARGV[3] cid, ARGV[4] pool, ARGV[5] n, ARGV[6] lease ms,
@@ -18,18 +19,26 @@ if redis.call('SISMEMBER', KEYS[5], cid) == 1 then return {'draining', {}, -1} e
 -- A gated pool (paused or limited): how many may start now, and the caps of job names.
 local limit = nil
 if slot[2] then
-  local c = redis.call('HMGET', control_key(pool), 'paused', 'limits', 'caps', 'holdUntil')
+  local c = redis.call('HMGET', control_key(pool), 'paused', 'limits', 'caps', 'holdUntil',
+    'grouped')
   if c[1] then return {'paused', {}, -1} end
   local hold = tonumber(c[4] or 0) - NOW
   if hold > 0 then return {'limited', {}, hold} end
-  if not (c[2] or c[3]) then
+  if not (c[2] or c[3] or c[5]) then
     redis.call('HDEL', KEYS[6], 'gate')  -- nothing left to enforce: claims skip this again
   else
     local ok, l = pcall(cjson.decode, c[2] or '{}')
     if not ok or type(l) ~= 'table' then l = {} end
     local okc, caps = pcall(cjson.decode, c[3] or '{}')
     if not okc or type(caps) ~= 'table' then caps = {} end
-    limit = {names = {}, running = running_key(pool)}
+    limit = {names = {}, running = running_key(pool), grouped = c[5] ~= false}
+    if type(l.groups) == 'table' then
+      limit.group_cap = tonumber(l.groups.concurrency)
+      local r = l.groups.rate
+      if type(r) == 'table' and tonumber(r.max) and tonumber(r.period) then
+        limit.group_max, limit.group_period = tonumber(r.max), tonumber(r.period) * 1000
+      end
+    end
     for name, cap in pairs(caps) do limit.names[name] = tonumber(cap) end
     if type(l.jobs) == 'table' then
       for name, spec in pairs(l.jobs) do
@@ -85,7 +94,15 @@ local function take(id, since)
   end
   redis.call('ZADD', KEYS[2], NOW + lease, id)
   local f = redis.call('HMGET', key, 'name', 'data', 'maxAttempts', 'timeout', 'backoff',
-    'createdAt', 'requestId', 'traceparent')
+    'createdAt', 'requestId', 'traceparent', 'group')
+  if limit and f[9] then
+    redis.call('HINCRBY', limit.running, 'g:' .. f[9], 1)
+    if limit.group_max then
+      local starts = gstarts_key(pool, f[9])
+      redis.call('ZADD', starts, NOW, id .. ':' .. token)
+      redis.call('PEXPIRE', starts, limit.group_period)
+    end
+  end
   local waited = math.max(0, NOW - (since or tonumber(f[6]) or NOW))
   out[#out + 1] = {id, token, f[1], f[2], attempts, f[3], f[4], f[5], waited, f[7], f[8]}
   if limit and limit.starts then
@@ -100,11 +117,72 @@ local function pop(queue)
     for i = 1, #popped, 2 do take(popped[i]) end
   end
 end
+-- One round: one job from each group in turn that its limits let start, at most
+-- GROUPS_PER_ROUND groups looked at. Returns how many started, and when a group held back by
+-- its rate limit may start one (ms from now, or nil).
+local GROUPS_PER_ROUND = 100
+local function serve_groups()
+  local turns, started, wait = groups_key(pool), 0, nil
+  local round = redis.call('ZRANGE', turns, 0, GROUPS_PER_ROUND - 1)
+  for _, group in ipairs(round) do
+    if #out >= n then break end
+    local queue = group_key(pool, group)
+    local room = true
+    if limit.group_cap and
+        tonumber(redis.call('HGET', limit.running, 'g:' .. group) or 0) >= limit.group_cap then
+      room = false  -- a try's end wakes the pool
+    end
+    if room and limit.group_max then
+      local starts = gstarts_key(pool, group)
+      redis.call('ZREMRANGEBYSCORE', starts, '-inf', NOW - limit.group_period)
+      if redis.call('ZCARD', starts) >= limit.group_max then
+        room = false
+        local oldest = redis.call('ZRANGE', starts, 0, 0, 'WITHSCORES')
+        local opens = math.max(1, tonumber(oldest[2] or NOW) + limit.group_period - NOW)
+        if not wait or opens < wait then wait = opens end
+      end
+    end
+    while room do
+      local head = redis.call('ZRANGE', queue, 0, 0)[1]
+      if not head then
+        redis.call('ZREM', turns, group)  -- nothing queued: out of the turn
+        break
+      end
+      group_unqueue(head, pool, group)
+      local before = #out
+      take(head)
+      if #out > before then
+        started = started + 1
+        local last = redis.call('ZRANGE', turns, -1, -1, 'WITHSCORES')
+        redis.call('ZADD', turns, tonumber(last[2]) + 1, group)  -- to the end of the turn
+        if redis.call('ZCARD', queue) == 0 then redis.call('ZREM', turns, group) end
+        break
+      end
+      if examined >= n + 100 then break end
+    end
+  end
+  return started, wait
+end
+
+local group_wait = nil
 if n > 0 then
   local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', NOW, 'WITHSCORES', 'LIMIT', 0, n)
   for i = 1, #due, 2 do
     redis.call('ZREM', KEYS[3], due[i])
-    take(due[i], tonumber(due[i + 1]))
+    local group = limit and limit.grouped and redis.call('HGET', job_key(due[i]), 'group')
+    if group then  -- a grouped job due again (a retry, a hand-back) waits in its group's turn
+      local score = tonumber(redis.call('HGET', job_key(due[i]), 'score')) or NOW
+      group_queue(due[i], pool, group, score)
+    else
+      take(due[i], tonumber(due[i + 1]))
+    end
+  end
+  if limit and limit.grouped then
+    while #out < n and examined < n + 100 do
+      local started, wait = serve_groups()
+      group_wait = wait
+      if started == 0 then break end
+    end
   end
   pop(KEYS[1])
   if #out < n then
@@ -121,4 +199,5 @@ end
 local nxt = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
 local due = -1
 if nxt[2] then due = math.max(0, tonumber(nxt[2]) - NOW) end
+if group_wait and (due < 0 or group_wait < due) then due = group_wait end
 return {'ok', out, due}

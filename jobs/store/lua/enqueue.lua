@@ -4,7 +4,7 @@
 -- ARGV[6] backlog limit, ARGV[7] name, ARGV[8] pool, ARGV[9] data (JSON), ARGV[10] max attempts,
 -- ARGV[11] timeout s, ARGV[12] backoff (JSON), ARGV[13] request id, ARGV[14] traceparent ('' for
 -- none), ARGV[15] dedupe key ('' for none), ARGV[16] dedupe mode (simple, throttle, debounce),
--- ARGV[17] dedupe ttl ms
+-- ARGV[17] dedupe ttl ms, ARGV[18] group ('' for none: the job is not in a group)
 -- Returns {outcome, status, worker, job id}: outcome is created, duplicate (the id exists),
 -- deduplicated (the job of the dedupe key stands for this one: its id), no_consumer or
 -- backlog_full.
@@ -47,6 +47,8 @@ for _, cid in ipairs(live) do
   waiting = waiting + queued
   if best_load == nil or load < best_load then best, best_load, best_queued = cid, load, queued end
 end
+local group = ARGV[18]
+if group ~= '' then waiting = waiting + tonumber(redis.call('GET', grouped_key(pool)) or 0) end
 if waiting >= tonumber(ARGV[6]) then return {'backlog_full', '', '', ''} end
 local score = NOW - tonumber(ARGV[5]) * PRIORITY_STEP
 local fields = {'id', id, 'name', ARGV[7], 'pool', pool, 'data', ARGV[9],
@@ -54,6 +56,7 @@ local fields = {'id', id, 'name', ARGV[7], 'pool', pool, 'data', ARGV[9],
   'score', string.format('%.0f', score), 'createdAt', NOW, 'attempts', 0}
 if ARGV[13] ~= '' then fields[#fields + 1] = 'requestId'; fields[#fields + 1] = ARGV[13] end
 if ARGV[14] ~= '' then fields[#fields + 1] = 'traceparent'; fields[#fields + 1] = ARGV[14] end
+if group ~= '' then fields[#fields + 1] = 'group'; fields[#fields + 1] = group end
 if dedupe ~= '' then
   redis.call('SET', dedupe, id, 'PX', ttl)
   -- a simple key is let go when its job finishes (set_status)
@@ -66,6 +69,14 @@ if delay > 0 then
   redis.call('ZADD', KEYS[3], NOW + delay, id)
   wake(best)  -- so that it shortens its wait to the new due time
   return {'created', 'delayed', '', id}
+end
+if group ~= '' then  -- no consumer of its own: the pool serves its group in turn
+  redis.call('HSET', KEYS[1], 'status', 'queued', unpack(fields))
+  indexed(id, 'queued')
+  emit('enqueued', id, ARGV[7], pool, 'queued')
+  group_queue(id, pool, group, score)
+  wake(best)
+  return {'created', 'queued', '', id}
 end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', best, unpack(fields))
 indexed(id, 'queued')
