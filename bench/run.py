@@ -53,6 +53,14 @@ def rss_mb(pids: list[int]) -> float:
     return round(total / 1024, 1)
 
 
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Run:
     def __init__(self, quick: bool, tmp: Path) -> None:
         self.quick = quick
@@ -66,6 +74,9 @@ class Run:
         self.port = free_port()
         self.procs: list[subprocess.Popen[bytes]] = []
         self.out = (tmp / "children.log").open("ab")
+        # hooks for bench/profile.py
+        self.on_service: Any = None
+        self.on_consumers: Any = None
 
     def env(self, consumers: int, **extra: str) -> dict[str, str]:
         return {
@@ -99,6 +110,8 @@ class Run:
         wait_for(up, 30, 0.05, "the service")
         if consumers:
             wait_for(lambda: self.live() == consumers, 30, 0.05, "consumers")
+        if self.on_service:
+            self.on_service(proc)
         return proc
 
     def live(self) -> int:
@@ -164,7 +177,11 @@ class Run:
             self.wrk(self.warmup_s)
             self.store.flushall()
             self.fake_consumers()
+            workers = sorted(children(proc.pid))
+            before = [cpu_seconds(pid) for pid in workers]
             result = self.wrk(self.wrk_s)
+            used = [cpu_seconds(pid) - b for pid, b in zip(workers, before, strict=True)]
+            result["http_cpu_s"] = [round(u, 2) for u in used]
             time.sleep(1)
             result["queue_waiting"] = self.waiting()
             return result
@@ -206,9 +223,12 @@ class Run:
             )
             for i in (1, 2)
         ]
+        if self.on_consumers:
+            self.on_consumers(consumers)
         try:
             wait_for(lambda: self.counter("completed") >= self.drain_jobs, 300, 0.01, "the drain")
             elapsed = time.monotonic() - started
+            cpu = [round(cpu_seconds(p.pid), 2) for p in consumers]
         finally:
             for proc in consumers:
                 self.stop(proc)
@@ -218,6 +238,7 @@ class Run:
             "seconds": round(elapsed, 3),
             "enqueue_api_jps": round(self.drain_jobs / bulk_s, 1),
             "waiting_after": self.waiting(),
+            "consumer_cpu_s": cpu,
         }
 
     def e2e(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The consumer runtime: an arq Worker that reads as claim, run, finish.
 
-A consumer blocks on its wake-up list (pushed by the store's scripts) and claims up to its
-free slots at once: due jobs of its pool, its own queue, else the most loaded peer's queue.
+A consumer waits on its wake-up list (pushed by the store's scripts) and, when full, for a
+slot of its own to free; then it claims up to its free slots at once: due jobs of its pool, its own queue, else the most loaded peer's queue.
 Each try holds a lease and a token; the heartbeat thread renews the leases, and everything the
 try writes is fenced by its token. The store owns every key; this module never builds one.
 """
@@ -160,6 +160,8 @@ class Consumer(Worker):
         # the tries whose code has not ended: the slots in use
         self.busy: set[tuple[str, str]] = set()
         self.stopping = asyncio.Event()
+        # set when a slot of a full consumer frees
+        self.room = asyncio.Event()
         self.draining = False
         self.gone = False
         self.quit_at: float | None = None
@@ -244,11 +246,14 @@ class Consumer(Worker):
         await asyncio.sleep(0.5)
 
     async def main(self) -> None:
-        """Claim what there is room for, then wait on the wake-up list."""
+        """Claim what there is room for, then wait on the wake-up list or for a slot to free."""
         # BLPOP holds its connection: it gets a client of its own. A read that takes far
         # longer than IDLE_WAIT means a dead connection, and fails.
         blocking = async_client(self.settings, socket_timeout=IDLE_WAIT + 5)
         wake_key = self.store.keys.wake(self.cid)
+        # a BLPOP is never cancelled (that would lose what it read): it stays pending across
+        # turns that a freed slot starts
+        listening: asyncio.Task[Any] | None = None
         try:
             while True:
                 self.pulse.loop()
@@ -256,6 +261,7 @@ class Consumer(Worker):
                 try:
                     free = self.max_jobs - len(self.busy)
                     if free > 0:
+                        self.room.clear()
                         claimed = await self.store.claim(
                             self.cid, self.pool_name, self.instance, free
                         )
@@ -266,12 +272,25 @@ class Consumer(Worker):
                             self.start(job)
                         if claimed.next_due is not None:
                             wait = min(wait, max(0.005, claimed.next_due))
-                    message = await blocking.blpop([wake_key], timeout=wait)
-                    if message and message[1].startswith("abort:"):
-                        self.abort(message[1])
+                    if listening is None:
+                        listening = asyncio.ensure_future(
+                            blocking.blpop([wake_key], timeout=IDLE_WAIT)
+                        )
+                    room = asyncio.ensure_future(self.room.wait())
+                    await asyncio.wait(
+                        {listening, room}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    room.cancel()
+                    if listening.done():
+                        message, listening = listening.result(), None
+                        if message and message[1].startswith("abort:"):
+                            self.abort(message[1])
                 except RedisError as exc:
+                    listening = None
                     await self.wait_for_redis(exc)
         finally:
+            if listening is not None:
+                listening.cancel()
             with contextlib.suppress(Exception):
                 await blocking.aclose(close_connection_pool=True)
 
@@ -296,6 +315,10 @@ class Consumer(Worker):
         self.pulse.deadline(min(pending) if pending else 0.0)
 
     def code_ended(self, run: Running) -> None:
+        if run.key in self.busy and len(self.busy) == self.max_jobs:
+            # the last claim filled every slot, so the queue may hold more: claim again now
+            # (a consumer with room hears of new jobs on its wake-up list)
+            self.room.set()
         self.busy.discard(run.key)
         self.update_deadline()
 
@@ -375,7 +398,9 @@ class Consumer(Worker):
             log.debug("job started", extra=run.extra)
             with otel.current(run.span):
                 if spec.is_async:
-                    result = await asyncio.wait_for(spec.func(ctx, data), job.timeout)
+                    # in this task (wait_for would start another one for each try)
+                    async with asyncio.timeout(job.timeout):
+                        result = await spec.func(ctx, data)
                 else:
                     thread_started = True
                     result = await self.in_thread(run, spec, ctx, data)
@@ -475,8 +500,6 @@ class Consumer(Worker):
                         payload=ending.payload,
                         traceback=ending.traceback,
                         retry_delay=ending.delay,
-                        # a full consumer waits on its wake-up list: tell it a slot is free
-                        wake=not self.draining and len(self.busy) >= self.max_jobs - 1,
                     )
                     if done.recorded:
                         log.debug("job %s", done.status, extra=run.extra)

@@ -74,6 +74,16 @@ def shutdown() -> None:
         _provider = None
 
 
+def _tracing() -> bool:
+    """Whether spans would go anywhere: a tracer provider is set (by configure() or by the
+    application's own code); without one, each span would be a no-op that still costs."""
+    if not INSTALLED:
+        return False
+    from opentelemetry import trace
+
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 def _parent(traceparent: str | None) -> Any:
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -90,7 +100,7 @@ def _traceparent(span: Span) -> str | None:
 @contextlib.contextmanager
 def sending(pool: str, name: str, job_id: str, traceparent: str | None) -> Iterator[str | None]:
     """Around an enqueue: yields the trace context the job stores."""
-    if not INSTALLED:
+    if not _tracing():
         yield traceparent
         return
     from opentelemetry import context, trace
@@ -137,7 +147,7 @@ def processing(
     pool: str, name: str, job_id: str, attempt: int, consumer: str, traceparent: str | None
 ) -> Processing:
     """Start the span of a try (the caller makes it current around the job's code)."""
-    if not INSTALLED:
+    if not _tracing():
         return Processing(None, tracing.child(traceparent))
     from opentelemetry import trace
 

@@ -186,7 +186,6 @@ def finish(
     payload: str = "",
     traceback: str = "",
     retry_delay: float = 0.0,
-    wake: bool = False,
     now: int | None = None,
 ) -> Call[Recorded]:
     return Call(
@@ -205,7 +204,6 @@ def finish(
             s.keep_result_seconds * 1000,
             s.dlq_max,
             pool,
-            "1" if wake else "0",
             s.history_seconds * 1000,
             "" if outcome == "completed" else payload[:TRY_ERROR_CHARS],
         ],

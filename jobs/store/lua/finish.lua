@@ -4,13 +4,11 @@
 -- ARGV[6] outcome (completed|failed|dead|cancelled|requeue|limited: the job asked for its pool
 -- to be rate limited for the retry delay; not a try), ARGV[7] result JSON or error,
 -- ARGV[8] traceback, ARGV[9] retry delay ms, ARGV[10] keep ms, ARGV[11] dlq max,
--- ARGV[12] pool, ARGV[13] '1' to wake the consumer's own loop, ARGV[14] history ms,
--- ARGV[15] the error as the try's record keeps it (shortened)
+-- ARGV[12] pool, ARGV[13] history ms, ARGV[14] the error as the try's record keeps it (shortened)
 -- Returns {'ok', status afterwards} or {'stale', status}: the try no longer held the job (its
 -- lease lapsed and another try took it, or it was handed back), and nothing was recorded.
 local id, cid, outcome = ARGV[3], ARGV[4], ARGV[6]
 local keep, pool = tonumber(ARGV[10]), ARGV[12]
-if ARGV[13] == '1' then wake(cid) end
 local r = redis.call('HMGET', KEYS[1], 'status', 'token')
 local status = r[1]
 if not status or r[2] ~= ARGV[5] or not redis.call('ZSCORE', KEYS[2], id) then
@@ -22,7 +20,7 @@ if status == 'cancelled' then
   finished(id, 'cancelled', keep)
   return {'ok', 'cancelled'}
 end
-local o = {dlq_max = tonumber(ARGV[11]), max_backoff = 0, history = tonumber(ARGV[14])}
+local o = {dlq_max = tonumber(ARGV[11]), max_backoff = 0, history = tonumber(ARGV[13])}
 if outcome == 'requeue' then
   record_try(id, 'handed back', '')
 elseif outcome == 'limited' then
@@ -30,7 +28,7 @@ elseif outcome == 'limited' then
 elseif outcome == 'completed' or outcome == 'cancelled' then
   record_try(id, outcome, '')
 else
-  record_try(id, 'failed', ARGV[15])  -- failed or dead: the try failed either way
+  record_try(id, 'failed', ARGV[14])  -- failed or dead: the try failed either way
 end
 if outcome == 'completed' then
   redis.call('HSET', KEYS[1], 'result', ARGV[7])
