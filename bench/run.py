@@ -1,11 +1,16 @@
-"""Benchmark the service with the BullMQ peer's phases and topology; print one JSON object.
+"""Benchmark the service with the BullMQ peer's phases and topology; print one table.
 
-    .venv/bin/python bench/run.py            # full run (~1 min)
+    .venv/bin/python bench/run.py            # full run (~4 min)
     .venv/bin/python bench/run.py --quick    # smoke test
     .venv/bin/python bench/run.py --peer     # run ../shared/bench/bullmq first, print ratios
 
-Topology as the peer's: 2 HTTP workers, 2 consumers x 8, one Valkey on loopback with no
-persistence, wrk -t1 -c64, noop jobs. Every process started here is stopped by pid.
+Topology as the peer's: 2 HTTP workers, 2 consumers x 8, wrk -t1 -c64, noop jobs. Each
+figure is measured twice: on a Valkey with no persistence over loopback TCP (like the
+peer's), and on the embedded server's own command line (AOF everysec, Unix socket), which is
+what `python -m supervisor` runs without REDIS_URL. Growth: enqueue and /queue/stats with
+GROWTH_WAITING jobs waiting over GROWTH_CONSUMERS registered consumers, against the same with
+an empty queue. The whole output goes to bench/results.json. Every process started here is
+stopped by pid.
 """
 
 from __future__ import annotations
@@ -31,10 +36,14 @@ from helpers import Valkey, children, debian_tool, free_port, kill_tree, wait_fo
 from jobs.queue import Queue  # noqa: E402
 from jobs.settings import Settings  # noqa: E402
 from jobs.store import Keys  # noqa: E402
+from supervisor import embedded  # noqa: E402
 
 PEER = ROOT.parent / "shared" / "bench" / "bullmq"
 NODE = "bench"
 PREFIX = "{mq}"
+GROWTH_WAITING = 100_000
+GROWTH_CONSUMERS = 64
+PERSISTENCE = ("none", "aof")
 
 
 def log(*parts: object) -> None:
@@ -61,15 +70,37 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class EmbeddedValkey:
+    """The embedded server's own command line (AOF everysec, a Unix socket), stopped by pid."""
+
+    def __init__(self, data_dir: Path) -> None:
+        args, self.url = embedded.command(data_dir, 4 << 30)
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        wait_for(lambda: self.client().ping(), 10, 0.05, "the embedded server")
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis.from_url(self.url, decode_responses=True)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
 class Run:
-    def __init__(self, quick: bool, tmp: Path) -> None:
+    def __init__(self, quick: bool, tmp: Path, persistence: str = "none") -> None:
         self.quick = quick
         self.tmp = tmp
         self.wrk_s = 2 if quick else 10
         self.warmup_s = 1 if quick else 2
         self.drain_jobs = 2000 if quick else 20000
         self.latency_s = 3 if quick else 10
-        self.valkey = Valkey(tmp / "valkey")
+        self.growth_waiting = 10_000 if quick else GROWTH_WAITING
+        self.valkey: Any = (
+            EmbeddedValkey(tmp / "valkey") if persistence == "aof" else Valkey(tmp / "valkey")
+        )
         self.store = self.valkey.client()
         self.port = free_port()
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -129,12 +160,11 @@ class Run:
         for pid in tree:
             kill_tree(pid)
 
-    def fake_consumers(self) -> None:
-        """Register the two consumer ids as live without running them: enqueue-only phases."""
+    def fake_consumers(self, count: int = 2) -> None:
+        """Register consumer ids as live without running them: enqueue-only phases."""
         far = int(time.time() * 1000) + 3_600_000
-        self.store.zadd(
-            Keys(PREFIX).workers("default"), {f"{NODE}-default-1": far, f"{NODE}-default-2": far}
-        )
+        ids = {f"{NODE}-default-{i}": far for i in range(1, count + 1)}
+        self.store.zadd(Keys(PREFIX).workers("default"), ids)  # type: ignore[arg-type]
 
     def wrk(self, seconds: int) -> dict[str, Any]:
         url = f"http://127.0.0.1:{self.port}/enqueue-task"
@@ -225,9 +255,19 @@ class Run:
         ]
         if self.on_consumers:
             self.on_consumers(consumers)
+        ready: dict[int, float] = {}
         try:
-            wait_for(lambda: self.counter("completed") >= self.drain_jobs, 300, 0.01, "the drain")
+            deadline = started + 300
+            while self.counter("completed") < self.drain_jobs:
+                for i in (1, 2):
+                    key = Keys(PREFIX).worker(f"{NODE}-default-{i}")
+                    if i not in ready and self.store.hget(key, "instance") == f"bench{i}":
+                        ready[i] = time.monotonic()
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the drain took over 300 s")
+                time.sleep(0.002)
             elapsed = time.monotonic() - started
+            from_ready = time.monotonic() - min(ready.values(), default=started)
             cpu = [round(cpu_seconds(p.pid), 2) for p in consumers]
         finally:
             for proc in consumers:
@@ -235,6 +275,7 @@ class Run:
         return {
             "jobs": self.drain_jobs,
             "drain_jps": round(self.drain_jobs / elapsed, 1),
+            "drain_jps_from_ready": round(self.drain_jobs / from_ready, 1),
             "seconds": round(elapsed, 3),
             "enqueue_api_jps": round(self.drain_jobs / bulk_s, 1),
             "waiting_after": self.waiting(),
@@ -307,6 +348,49 @@ asyncio.run(main())
             "max_ms": round(samples[-1], 2),
         }
 
+    def stats_ms(self, times: int = 50) -> float:
+        import httpx
+
+        url = f"http://127.0.0.1:{self.port}/queue/stats"
+        spent = []
+        with httpx.Client() as client:
+            for _ in range(times):
+                t0 = time.perf_counter()
+                client.get(url).raise_for_status()
+                spent.append(time.perf_counter() - t0)
+        return round(sorted(spent)[len(spent) // 2] * 1000, 2)
+
+    def growth(self) -> dict[str, Any]:
+        """Enqueue and /queue/stats over GROWTH_CONSUMERS registered consumers, with an empty
+        queue and then with growth_waiting jobs waiting."""
+        settings = Settings.from_env(self.env(0))
+        out: dict[str, Any] = {}
+        for label in ("empty", "waiting"):
+            self.store.flushall()
+            self.fake_consumers(GROWTH_CONSUMERS)
+            if label == "waiting":
+
+                async def fill() -> None:
+                    queue = Queue.from_settings(settings)
+                    for i in range(0, self.growth_waiting, 1000):
+                        n = min(1000, self.growth_waiting - i)
+                        await asyncio.gather(*(queue.enqueue("noop", {"n": 1}) for _ in range(n)))
+                    await queue.close()
+
+                asyncio.run(fill())
+            proc = self.service(0)
+            try:
+                self.wrk(self.warmup_s)
+                result = self.wrk(self.wrk_s)
+                out[label] = {
+                    "enqueue_rps": result["rps_2xx"],
+                    "enqueue_p99_ms": result["latency_ms"]["p99"],
+                    "stats_ms": self.stats_ms(),
+                }
+            finally:
+                self.stop(proc)
+        return out
+
     def close(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
@@ -315,30 +399,69 @@ asyncio.run(main())
         self.valkey.stop()
 
 
-def measure(quick: bool) -> dict[str, Any]:
+def measure(quick: bool, persistence: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mq-bench-") as tmp:
-        run = Run(quick, Path(tmp))
+        run = Run(quick, Path(tmp), persistence)
         try:
-            log("phase 1: enqueue (no consumers running)")
+            log(f"[{persistence}] phase 1: enqueue (no consumers running)")
             enqueue = run.enqueue()
-            log("phase 2: drain")
+            log(f"[{persistence}] phase 2: drain")
             drain = run.drain()
-            log("phase 3: e2e, idle memory, pickup latency")
+            log(f"[{persistence}] phase 3: e2e, idle memory, pickup latency")
             e2e = run.e2e()
+            log(f"[{persistence}] phase 4: growth ({run.growth_waiting} waiting)")
+            growth = run.growth()
         finally:
             run.close()
     return {
         "enqueue_rps": enqueue["rps_2xx"],
         "drain_jps": drain["drain_jps"],
+        "drain_jps_from_ready": drain["drain_jps_from_ready"],
         "e2e_accepted_rps": e2e["rps_2xx"],
         "e2e_completed_jps": e2e["completed_jps"],
         "pickup_p50_ms": e2e["pickup"]["p50_ms"],
         "pickup_p99_ms": e2e["pickup"]["p99_ms"],
         "idle_rss_mb": e2e["idle_rss_mb"],
-        "detail": {"enqueue": enqueue, "drain": drain, "e2e": e2e},
+        "growth_enqueue": round(
+            growth["waiting"]["enqueue_rps"] / growth["empty"]["enqueue_rps"], 2
+        ),
+        "growth_stats": round(growth["empty"]["stats_ms"] / growth["waiting"]["stats_ms"], 2),
+        "detail": {"enqueue": enqueue, "drain": drain, "e2e": e2e, "growth": growth},
         "host": {"loadavg_start": os.getloadavg(), "cpus": os.cpu_count()},
         "mode": "quick" if quick else "full",
     }
+
+
+# figure, its key in the peer's output (None: ours only), whether higher is better
+ROWS = [
+    ("HTTP enqueue/s", "enqueue_rps", "enqueue_rps", True),
+    ("drain jobs/s (from spawn)", "drain_jps", "drain_jps", True),
+    ("drain jobs/s (from ready)", "drain_jps_from_ready", "drain_jps_from_ready", True),
+    ("e2e completed/s", "e2e_completed_jps", "e2e_completed_jps", True),
+    ("pickup p50 ms", "pickup_p50_ms", "pickup_p50_ms", False),
+    ("pickup p99 ms", "pickup_p99_ms", "pickup_p99_ms", False),
+    ("idle memory MB", "idle_rss_mb", "idle_rss_mb", False),
+    ("enqueue, waiting / empty", "growth_enqueue", None, True),
+    ("/queue/stats, empty / waiting", "growth_stats", None, True),
+]
+
+
+def table(out: dict[str, Any]) -> str:
+    """One row per figure; a ratio is ours against BullMQ's, above 1.0 better for us."""
+    peer = out.get("bullmq", {})
+    head = "| figure | BullMQ | ours: none | ratio | ours: aof | ratio |"
+    lines = [head, "|---|---|---|---|---|---|"]
+    for label, key, peer_key, higher in ROWS:
+        theirs = peer.get(peer_key) if peer_key else None
+        cells = [label, "" if theirs is None else f"{theirs:,}"]
+        for setting in PERSISTENCE:
+            ours = out["ours"][setting][key]
+            ratio = ""
+            if theirs and ours:
+                ratio = f"{(ours / theirs if higher else theirs / ours):.2f}"
+            cells += [f"{ours:,}", ratio]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -362,15 +485,11 @@ def main() -> None:
         out["bullmq"] = {k: peer.get(k) for k in (
             "enqueue_rps", "drain_jps", "e2e_accepted_rps", "e2e_completed_jps",
             "pickup_p50_ms", "pickup_p99_ms", "idle_rss_mb")}  # fmt: skip
-    ours = measure(args.quick)
-    out["ours"] = ours
-    if args.peer:
-        out["ratio"] = {
-            k: round(ours[k] / out["bullmq"][k], 2) if out["bullmq"].get(k) else None
-            for k in out["bullmq"]
-        }
-    print(json.dumps(out, indent=2))
+        out["bullmq"]["drain_jps_from_ready"] = peer.get("drain", {}).get("jps_from_ready")
+    out["ours"] = {setting: measure(args.quick, setting) for setting in PERSISTENCE}
+    out["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     (HERE / f"results{'-quick' if args.quick else ''}.json").write_text(json.dumps(out, indent=2))
+    print(table(out))
 
 
 if __name__ == "__main__":
