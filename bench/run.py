@@ -122,6 +122,8 @@ class Run:
             "DATA_DIR": str(self.tmp / "data"),
             "JOB_MODULES": "benchjobs",
             "LOG_LEVEL": "WARNING",
+            # the growth phase holds GROWTH_WAITING jobs, the default limit
+            "BACKLOG_LIMIT": str(10 * GROWTH_WAITING),
             "PYTHONPATH": f"{HERE}:{ROOT}",
             **extra,
         }
