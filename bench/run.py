@@ -427,6 +427,7 @@ def measure(quick: bool, persistence: str) -> dict[str, Any]:
         "growth_enqueue": round(
             growth["waiting"]["enqueue_rps"] / growth["empty"]["enqueue_rps"], 2
         ),
+        "growth_consumers": round(growth["empty"]["enqueue_rps"] / enqueue["rps_2xx"], 2),
         "growth_stats": round(growth["empty"]["stats_ms"] / growth["waiting"]["stats_ms"], 2),
         "detail": {"enqueue": enqueue, "drain": drain, "e2e": e2e, "growth": growth},
         "host": {"loadavg_start": os.getloadavg(), "cpus": os.cpu_count()},
@@ -445,6 +446,7 @@ ROWS = [
     ("idle memory MB", "idle_rss_mb", "idle_rss_mb", False),
     ("enqueue, waiting / empty", "growth_enqueue", None, True),
     ("/queue/stats, empty / waiting", "growth_stats", None, True),
+    (f"enqueue, {GROWTH_CONSUMERS} consumers / 2", "growth_consumers", None, True),
 ]
 
 
