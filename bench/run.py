@@ -258,6 +258,7 @@ class Run:
         if self.on_consumers:
             self.on_consumers(consumers)
         ready: dict[int, float] = {}
+        valkey_before = cpu_seconds(self.valkey.proc.pid)
         try:
             deadline = started + 300
             while self.counter("completed") < self.drain_jobs:
@@ -271,6 +272,7 @@ class Run:
             elapsed = time.monotonic() - started
             from_ready = time.monotonic() - min(ready.values(), default=started)
             cpu = [round(cpu_seconds(p.pid), 2) for p in consumers]
+            valkey_cpu = round(cpu_seconds(self.valkey.proc.pid) - valkey_before, 2)
         finally:
             for proc in consumers:
                 self.stop(proc)
@@ -282,6 +284,7 @@ class Run:
             "enqueue_api_jps": round(self.drain_jobs / bulk_s, 1),
             "waiting_after": self.waiting(),
             "consumer_cpu_s": cpu,
+            "valkey_cpu_s": valkey_cpu,
         }
 
     def e2e(self) -> dict[str, Any]:
