@@ -376,6 +376,9 @@ asyncio.run(main())
             if label == "waiting":
 
                 async def fill() -> None:
+                    from jobs import registry
+
+                    registry.load(settings.job_modules)
                     queue = Queue.from_settings(settings)
                     for i in range(0, self.growth_waiting, 1000):
                         n = min(1000, self.growth_waiting - i)

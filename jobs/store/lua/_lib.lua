@@ -195,9 +195,13 @@ end
 
 -- Live consumers of a pool that take new jobs.
 local function accepting(pool)
-  local out = {}
-  for _, cid in ipairs(redis.call('ZRANGEBYSCORE', workers_key(pool), NOW, '+inf')) do
-    if redis.call('SISMEMBER', draining_key(pool), cid) == 0 then out[#out + 1] = cid end
+  local live = redis.call('ZRANGEBYSCORE', workers_key(pool), NOW, '+inf')
+  -- one read of the draining set, not one per consumer (enqueue runs this for every job)
+  if redis.call('SCARD', draining_key(pool)) == 0 then return live end
+  local draining, out = {}, {}
+  for _, cid in ipairs(redis.call('SMEMBERS', draining_key(pool))) do draining[cid] = true end
+  for _, cid in ipairs(live) do
+    if not draining[cid] then out[#out + 1] = cid end
   end
   return out
 end
