@@ -122,7 +122,7 @@ class Run:
             "DATA_DIR": str(self.tmp / "data"),
             "JOB_MODULES": "benchjobs",
             "LOG_LEVEL": "WARNING",
-            # the growth phase holds GROWTH_WAITING jobs, the default limit
+            # the growth phase holds GROWTH_WAITING jobs, as many as the default limit
             "BACKLOG_LIMIT": str(10 * GROWTH_WAITING),
             "PYTHONPATH": f"{HERE}:{ROOT}",
             **extra,
@@ -167,6 +167,25 @@ class Run:
         far = int(time.time() * 1000) + 3_600_000
         ids = {f"{NODE}-default-{i}": far for i in range(1, count + 1)}
         self.store.zadd(Keys(PREFIX).workers("default"), ids)  # type: ignore[arg-type]
+
+    def fill(self, jobs: int) -> float:
+        """Enqueue `jobs` noop jobs through the queue API, 1,000 at a time; the seconds it took."""
+        settings = Settings.from_env(self.env(0))
+
+        async def go() -> float:
+            from jobs import registry
+
+            registry.load(settings.job_modules)
+            queue = Queue.from_settings(settings)
+            start = time.monotonic()
+            for i in range(0, jobs, 1000):
+                n = min(1000, jobs - i)
+                await asyncio.gather(*(queue.enqueue("noop", {"n": 1}) for _ in range(n)))
+            elapsed = time.monotonic() - start
+            await queue.close()
+            return elapsed
+
+        return asyncio.run(go())
 
     def wrk(self, seconds: int) -> dict[str, Any]:
         url = f"http://127.0.0.1:{self.port}/enqueue-task"
@@ -223,26 +242,7 @@ class Run:
     def drain(self) -> dict[str, Any]:
         self.store.flushall()
         self.fake_consumers()
-        settings = Settings.from_env(self.env(2))
-
-        async def fill() -> float:
-            queue = Queue.from_settings(settings)
-            from jobs import registry
-
-            registry.load(("benchjobs",))
-            start = time.monotonic()
-            for i in range(0, self.drain_jobs, 1000):
-                await asyncio.gather(
-                    *(
-                        queue.enqueue("noop", {"n": 1})
-                        for _ in range(min(1000, self.drain_jobs - i))
-                    )
-                )
-            elapsed = time.monotonic() - start
-            await queue.close()
-            return elapsed
-
-        bulk_s = asyncio.run(fill())
+        bulk_s = self.fill(self.drain_jobs)
         code = (
             "import sys; from jobs import consumer, registry, settings;"
             "s = settings.Settings.from_env(); registry.load(s.job_modules);"
@@ -368,24 +368,12 @@ asyncio.run(main())
     def growth(self) -> dict[str, Any]:
         """Enqueue and /queue/stats over GROWTH_CONSUMERS registered consumers, with an empty
         queue and then with growth_waiting jobs waiting."""
-        settings = Settings.from_env(self.env(0))
         out: dict[str, Any] = {}
         for label in ("empty", "waiting"):
             self.store.flushall()
             self.fake_consumers(GROWTH_CONSUMERS)
             if label == "waiting":
-
-                async def fill() -> None:
-                    from jobs import registry
-
-                    registry.load(settings.job_modules)
-                    queue = Queue.from_settings(settings)
-                    for i in range(0, self.growth_waiting, 1000):
-                        n = min(1000, self.growth_waiting - i)
-                        await asyncio.gather(*(queue.enqueue("noop", {"n": 1}) for _ in range(n)))
-                    await queue.close()
-
-                asyncio.run(fill())
+                self.fill(self.growth_waiting)
             proc = self.service(0)
             try:
                 self.wrk(self.warmup_s)

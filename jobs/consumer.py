@@ -1,7 +1,8 @@
 """The consumer runtime: an arq Worker that reads as claim, run, finish.
 
 A consumer waits on its wake-up list (pushed by the store's scripts) and, when full, for a
-slot of its own to free; then it claims up to its free slots at once: due jobs of its pool, its own queue, else the most loaded peer's queue.
+slot of its own to free; then it claims up to its free slots at once: due jobs of its pool,
+its own queue, else the most loaded peer's queue.
 Each try holds a lease and a token; the heartbeat thread renews the leases, and everything the
 try writes is fenced by its token. The store owns every key; this module never builds one.
 """

@@ -197,11 +197,12 @@ end
 local function accepting(pool)
   local live = redis.call('ZRANGEBYSCORE', workers_key(pool), NOW, '+inf')
   -- one read of the draining set, not one per consumer (enqueue runs this for every job)
-  if redis.call('SCARD', draining_key(pool)) == 0 then return live end
-  local draining, out = {}, {}
-  for _, cid in ipairs(redis.call('SMEMBERS', draining_key(pool))) do draining[cid] = true end
+  local draining = redis.call('SMEMBERS', draining_key(pool))
+  if #draining == 0 then return live end
+  local skip, out = {}, {}
+  for _, cid in ipairs(draining) do skip[cid] = true end
   for _, cid in ipairs(live) do
-    if not draining[cid] then out[#out + 1] = cid end
+    if not skip[cid] then out[#out + 1] = cid end
   end
   return out
 end
