@@ -35,7 +35,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from helpers import Valkey, children, free_port, kill_tree, wait_for  # noqa: E402
 
 from jobs.settings import Settings  # noqa: E402
-from jobs.store import LIST_BUDGET, LIST_DATA_BYTES, Call, Page, Status, SyncStore, calls  # noqa: E402
+from jobs.store import LIST_BUDGET, LIST_DATA_BYTES, Call, Page, Status, SyncStore, calls, library  # noqa: E402
 
 CHUNK = 10_000  # jobs enqueued, claimed and finished per round of pipelines
 REPEAT = 20
@@ -54,9 +54,10 @@ def log(*parts: object) -> None:
 
 
 def pipelined(store: SyncStore, batch: list[Call[Any]]) -> list[Any]:
+    library.load(store.redis)
     pipe = store.redis.pipeline(transaction=False)
     for c in batch:
-        store.scripts[c.script](keys=c.keys, args=c.args, client=pipe)
+        pipe.fcall(library.function(c.script), len(c.keys), *c.keys, *c.args)
     return [c.decode(r) for c, r in zip(batch, pipe.execute(), strict=True)]
 
 

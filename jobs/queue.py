@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -23,7 +22,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from jobs import limits, metrics, otel, tracing
+from jobs import ids, limits, metrics, otel, tracing
 from jobs.connection import async_client, eviction_warning
 from jobs.errors import Conflict, InvalidJob, NotFound, QueueError, Unavailable
 from jobs.registry import registry
@@ -221,7 +220,7 @@ def resolve(
     if group is not None and (not isinstance(group, str) or not 0 < len(group) <= limits.MAX_GROUP):
         raise InvalidJob("options.group", f"options.group must be 1-{limits.MAX_GROUP} characters")
     if job_id is None:
-        ident = secrets.token_hex(16)
+        ident = ids.token_hex(16)
     elif not limits.valid_job_id(job_id):
         raise InvalidJob("options.jobId", limits.JOB_ID_RULE)
     else:

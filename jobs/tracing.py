@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextvars
 import re
-import secrets
+
+from jobs import ids
 
 MAX_REQUEST_ID = 128
 REQUEST_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{MAX_REQUEST_ID}}}")
@@ -24,7 +25,7 @@ def valid_request_id(value: str | None) -> str | None:
 
 
 def new_request_id() -> str:
-    return secrets.token_hex(16)
+    return ids.token_hex(16)
 
 
 def valid_traceparent(value: str | None) -> str | None:
@@ -44,4 +45,4 @@ def child(traceparent: str | None) -> str | None:
     if not traceparent:
         return None
     version, trace, _, flags = traceparent.split("-")
-    return f"{version}-{trace}-{secrets.token_hex(8)}-{flags}"
+    return f"{version}-{trace}-{ids.token_hex(8)}-{flags}"

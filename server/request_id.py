@@ -4,7 +4,7 @@ request enqueues (with its W3C `traceparent`)."""
 
 from __future__ import annotations
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobs import tracing
@@ -18,11 +18,16 @@ class RequestId:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        ident = tracing.valid_request_id(headers.get("x-request-id")) or tracing.new_request_id()
+        given = parent = None
+        for name, value in scope["headers"]:  # one pass: this runs on every request
+            if name == b"x-request-id" and given is None:
+                given = value.decode("latin-1")
+            elif name == b"traceparent" and parent is None:
+                parent = value.decode("latin-1")
+        ident = tracing.valid_request_id(given) or tracing.new_request_id()
         state = scope.setdefault("state", {})
         state["request_id"] = ident
-        state["traceparent"] = tracing.valid_traceparent(headers.get("traceparent"))
+        state["traceparent"] = tracing.valid_traceparent(parent)
         token = tracing.request_id.set(ident)
 
         async def send_with_id(message: Message) -> None:

@@ -2,20 +2,21 @@
 
 The consumer, its heartbeat, the master and the HTTP app call it and never build a key.
 Scripts (`lua/*.lua`, one header in `lua/_lib.lua` lists every key and the life cycle) are
-called through `calls`, one function per script; `Store` runs them on an asyncio client,
-`SyncStore` on a blocking one (the heartbeat thread, the master).
+the functions of one library (`library`), called through `calls`, one function per script;
+`Store` runs them on an asyncio client, `SyncStore` on a blocking one (the heartbeat thread,
+the master).
 """
 
 from __future__ import annotations
 
 import json
-from functools import cache
-from importlib import resources
 from typing import Any, TypeVar
 
-from jobs.batch import ScriptBatcher
+from redis.exceptions import ResponseError
+
 from jobs.settings import Settings
-from jobs.store import calls
+from jobs.store import calls, library
+from jobs.store.batch import Batcher
 from jobs.store.calls import Call
 from jobs.store.keys import Keys
 from jobs.store.types import (
@@ -53,14 +54,7 @@ __all__ = [
     "calls",
 ]
 
-# every script: the files of lua/ but the shared helpers
-SCRIPTS = tuple(
-    sorted(
-        f.name.removesuffix(".lua")
-        for f in (resources.files("jobs.store") / "lua").iterdir()
-        if f.name.endswith(".lua") and not f.name.startswith("_")
-    )
-)
+SCRIPTS = tuple(library.scripts())
 # scripts whose concurrent calls share one pipeline (the hot path)
 BATCHED = ("enqueue", "finish")
 # the most bytes of job records one DLQ page returns (at least one record is always returned)
@@ -77,17 +71,6 @@ HISTORY_FIELDS = ("completed", "failed", "deadLettered")
 T = TypeVar("T")
 
 
-@cache
-def source(name: str) -> str:
-    """A script's text with the shared helpers in front of it."""
-    folder = resources.files("jobs.store") / "lua"
-    return (folder / "_lib.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
-
-
-def _register(client: Any) -> dict[str, Any]:
-    return {name: client.register_script(source(name)) for name in SCRIPTS}
-
-
 def _server_ms(reply: tuple[int, int] | list[int]) -> int:
     return int(reply[0]) * 1000 + int(reply[1]) // 1000
 
@@ -99,14 +82,21 @@ class Store:
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.prefix)
-        self.scripts = _register(redis)
-        self.batched = {name: ScriptBatcher(redis, self.scripts[name]) for name in BATCHED}
+        self.batched = {name: Batcher(redis, name) for name in BATCHED}
 
     async def run(self, call: Call[T]) -> T:
         batcher = self.batched.get(call.script)
         if batcher is not None:
             return call.decode(await batcher(call.keys, call.args))
-        return call.decode(await self.scripts[call.script](keys=call.keys, args=call.args))
+        command = (library.function(call.script), len(call.keys), *call.keys, *call.args)
+        try:
+            reply = await self.redis.fcall(*command)
+        except ResponseError as exc:
+            if not library.missing(exc):
+                raise
+            await library.load_async(self.redis)
+            reply = await self.redis.fcall(*command)
+        return call.decode(reply)
 
     # the scripts the asyncio side calls
 
@@ -395,10 +385,17 @@ class SyncStore:
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.prefix)
-        self.scripts = _register(redis)
 
     def run(self, call: Call[T]) -> T:
-        return call.decode(self.scripts[call.script](keys=call.keys, args=call.args))
+        command = (library.function(call.script), len(call.keys), *call.keys, *call.args)
+        try:
+            reply = self.redis.fcall(*command)
+        except ResponseError as exc:
+            if not library.missing(exc):
+                raise
+            library.load(self.redis)
+            reply = self.redis.fcall(*command)
+        return call.decode(reply)
 
     def recover_all(
         self, cid: str, pool: str, instance: str = "", now: int | None = None

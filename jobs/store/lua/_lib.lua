@@ -1,6 +1,7 @@
 -- The job store: every key, what it holds, and the life cycle of a job.
--- Prepended to every script by `source()` in jobs/store/__init__.py. Every key starts with the prefix P, a
--- hash tag such as "{mq}", so every script touches one Cluster slot.
+-- The head of the function library that holds every script (jobs/store/library.py). Every
+-- key starts with the prefix P, a hash tag such as "{mq}", so every script touches one
+-- Cluster slot.
 --
 -- P:job:<id>         hash    one job: id name pool data maxAttempts timeout backoff priority
 --                            score createdAt [requestId traceparent scheduler] | status worker
@@ -90,12 +91,22 @@
 -- Every status change goes through set_status: it keeps P:index:<status> and tells P:events.
 -- Time is the server's: ARGV[2] is '' (use TIME) or, in tests, explicit milliseconds.
 -- Finish, progress and lease renewal take effect only under the try's token (fencing).
-if redis.replicate_commands then redis.replicate_commands() end
-local P = ARGV[1]
-local NOW = tonumber(ARGV[2])
-if not NOW then
-  local t = redis.call('TIME')
-  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+-- This file runs once, when the library loads (jobs/store/library.py); each script is a
+-- function of it that calls begin() first. Per-call state lives in these locals, which
+-- begin() sets: KEYS and ARGV of the call, the prefix P, NOW, the keys named from P, and
+-- ENDED (the tries a recovering call ended).
+local KEYS, ARGV, P, NOW, STATS, DLQ, INDEX, EXPIRING, EVENTS, ENDED
+local function begin(keys, argv)
+  KEYS, ARGV, P = keys, argv, argv[1]
+  NOW = tonumber(argv[2])
+  if not NOW then
+    local t = redis.call('TIME')
+    NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  STATS, DLQ, INDEX = P .. ':stats', P .. ':dlq', P .. ':index'
+  EXPIRING, EVENTS = P .. ':expiring', P .. ':events'
+  ENDED = {}
 end
 local PRIORITY_STEP = 4398046511104  -- 2^42
 
@@ -118,11 +129,6 @@ local function groups_key(pool) return P .. ':groups:' .. pool end
 local function group_key(pool, group) return P .. ':group:' .. pool .. ':' .. group end
 local function gstarts_key(pool, group) return P .. ':gstarts:' .. pool .. ':' .. group end
 local function grouped_key(pool) return P .. ':grouped:' .. pool end
-local STATS = P .. ':stats'
-local DLQ = P .. ':dlq'
-local INDEX = P .. ':index'
-local EXPIRING = P .. ':expiring'
-local EVENTS = P .. ':events'
 local STATUSES = {'queued', 'delayed', 'active', 'failed', 'completed', 'dead', 'cancelled'}
 local EVENTS_KEPT = 10000
 local MAX_TRIES = 25
@@ -130,9 +136,14 @@ local BACKSTOP_MS = 3600000  -- a finished record's TTL beyond its keep time
 
 -- Tell the event stream; `extra` is a flat list of more field, value pairs.
 local function emit(event, id, name, pool, status, extra)
+  if not extra then  -- most events: no table to build
+    redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_KEPT, '*', 'type', event, 'id', id,
+      'name', name or '', 'pool', pool or '', 'status', status, 'at', NOW)
+    return
+  end
   local fields = {'type', event, 'id', id, 'name', name or '', 'pool', pool or '',
     'status', status, 'at', NOW}
-  for _, v in ipairs(extra or {}) do fields[#fields + 1] = v end
+  for _, v in ipairs(extra) do fields[#fields + 1] = v end
   redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_KEPT, '*', unpack(fields))
 end
 
@@ -179,7 +190,8 @@ end
 local function record_try(id, outcome, err)
   local key = job_key(id)
   local r = redis.call('HMGET', key, 'tries', 'attempts', 'startedAt', 'worker')
-  local ok, tries = pcall(cjson.decode, r[1] or '[]')
+  local ok, tries = true, {}
+  if r[1] then ok, tries = pcall(cjson.decode, r[1]) end  -- a first try has none to read
   if not ok or type(tries) ~= 'table' then tries = {} end
   tries[#tries + 1] = {attempt = tonumber(r[2]) or 0, startedAt = tonumber(r[3]) or NOW,
     endedAt = NOW, consumer = r[4] or '', outcome = outcome, error = err or ''}
@@ -343,8 +355,7 @@ end
 
 -- The tries a recovering script ended, as name, outcome pairs (flat): outcome is failed or dead
 -- (a timed-out try, retried or not) or crashed (dead-lettered after too many crashes). The
--- script returns them so that the caller counts them in its metrics.
-local ENDED = {}
+-- script returns them so that the caller counts them in its metrics (ENDED, set in begin).
 
 -- Take back a try whose holder is gone (dead, lapsed or replaced). A try that had passed its
 -- own time-out is a timed-out try; otherwise the holder's death counts as a crash of the job,

@@ -1,4 +1,4 @@
-"""Concurrent calls of one script share a pipeline: one write and one read for many callers."""
+"""Concurrent calls of one function share a pipeline: one write and one read for many callers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import asyncio
 import os
 from typing import Any
 
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
+
+from jobs.store import library
 
 # batches on the wire at once; calls made meanwhile wait and go out together
 MAX_IN_FLIGHT = int(os.environ.get("MQ_BATCH_IN_FLIGHT", "2"))
@@ -14,17 +16,17 @@ MAX_IN_FLIGHT = int(os.environ.get("MQ_BATCH_IN_FLIGHT", "2"))
 Call = tuple[list[str], list[Any], "asyncio.Future[Any]"]
 
 
-class ScriptBatcher:
-    """Calls a registered script like `script(keys=, args=)`, batching concurrent callers.
+class Batcher:
+    """Calls one function of the library like `batcher(keys, args)`, batching concurrent callers.
 
     Calls made in one turn of the event loop go out in one pipeline; while MAX_IN_FLIGHT
     batches are on the wire, new calls gather for the next one. An idle caller waits one
     round trip; a busy process sends few, large writes.
     """
 
-    def __init__(self, redis: Any, script: Any) -> None:
+    def __init__(self, redis: Any, script: str) -> None:
         self.redis = redis
-        self.script = script
+        self.function = library.function(script)
         self.pending: list[Call] = []
         self.in_flight = 0
         self.scheduled = False
@@ -57,9 +59,9 @@ class ScriptBatcher:
     async def _send(self, batch: list[Call]) -> None:
         try:
             results = await self._execute(batch)
-            if any(isinstance(r, NoScriptError) for r in results):
-                # the server lost its scripts (a restart): load once and send the batch again
-                await self.redis.script_load(self.script.script)
+            if any(library.missing(r) for r in results):
+                # a new server, or one that lost its data: load once and send the batch again
+                await library.load_async(self.redis)
                 results = await self._execute(batch)
         except (RedisError, OSError) as exc:
             results = [exc] * len(batch)
@@ -81,6 +83,6 @@ class ScriptBatcher:
     async def _execute(self, batch: list[Call]) -> list[Any]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for keys, args, _ in batch:
-                pipe.evalsha(self.script.sha, len(keys), *keys, *args)
+                pipe.fcall(self.function, len(keys), *keys, *args)
             results: list[Any] = await pipe.execute(raise_on_error=False)
             return results
