@@ -70,6 +70,31 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def wrk_command(port: int, seconds: float, connections: int = 64) -> list[str]:
+    """wrk enqueueing noop jobs on one port (with WRK_LIMIT in its environment, it stops
+    sending after that many requests)."""
+    url = f"http://127.0.0.1:{port}/enqueue-task"
+    script = str(HERE / "wrk" / "enqueue.lua")
+    wrk = debian_tool("wrk", "wrk")
+    return [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", "-s", script, url]
+
+
+def wrk_summary(stdout: str) -> dict[str, Any]:
+    """The figures of enqueue.lua's WRKJSON line."""
+    line = next(x for x in stdout.splitlines() if x.startswith("WRKJSON "))
+    r = json.loads(line[8:])
+    secs = r["duration_us"] / 1e6
+    ok = r["requests"] - r["errors"]["status"]
+    return {
+        "requests": r["requests"],
+        "responses_2xx": ok,
+        "non_2xx": r["errors"]["status"],
+        "rps_2xx": round(ok / secs, 1),
+        "latency_ms": {k: round(v / 1000, 2) for k, v in r["latency_us"].items()},
+        "duration_s": round(secs, 3),
+    }
+
+
 class EmbeddedValkey:
     """The embedded server's own command line (AOF everysec, a Unix socket), stopped by pid."""
 
@@ -188,29 +213,9 @@ class Run:
         return asyncio.run(go())
 
     def wrk(self, seconds: int) -> dict[str, Any]:
-        url = f"http://127.0.0.1:{self.port}/enqueue-task"
-        args = [
-            debian_tool("wrk", "wrk"),
-            "-t1",
-            "-c64",
-            f"-d{seconds}s",
-            "-s",
-            str(HERE / "wrk" / "enqueue.lua"),
-            url,
-        ]
+        args = wrk_command(self.port, seconds)
         done = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30)
-        line = next(x for x in done.stdout.splitlines() if x.startswith("WRKJSON "))
-        r = json.loads(line[8:])
-        secs = r["duration_us"] / 1e6
-        ok = r["requests"] - r["errors"]["status"]
-        return {
-            "requests": r["requests"],
-            "responses_2xx": ok,
-            "non_2xx": r["errors"]["status"],
-            "rps_2xx": round(ok / secs, 1),
-            "latency_ms": {k: round(v / 1000, 2) for k, v in r["latency_us"].items()},
-            "duration_s": round(secs, 3),
-        }
+        return wrk_summary(done.stdout)
 
     def counter(self, name: str) -> int:
         return int(self.store.hget(Keys(PREFIX).stats, name) or 0)

@@ -108,12 +108,21 @@ def kill_tree(pid: int) -> None:
 class Valkey:
     """A valkey-server on a free loopback port, stopped by pid."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, appendonly: bool = False) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        appendonly: bool = False,
+        also_bind: str | None = None,
+    ) -> None:
+        """`also_bind`: another address to listen on besides loopback (a test network's)."""
         self.port = port or free_port()
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
-        args = [server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+        bind = ["127.0.0.1", *([also_bind] if also_bind else [])]
+        args = [server_binary(), "--port", str(self.port), "--bind", *bind, "--save", "",
                 "--appendonly", "yes" if appendonly else "no", "--dir", str(data_dir),
+                "--protected-mode", "no" if also_bind else "yes",
                 "--daemonize", "no", "--logfile", str(data_dir / "valkey.log")]  # fmt: skip
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -138,14 +147,19 @@ class Valkey:
 class Service:
     """`python -m supervisor` as a subprocess, with its own port and data directory."""
 
-    def __init__(self, data_dir: Path, **env: Any) -> None:
+    def __init__(
+        self, data_dir: Path, host: str = "127.0.0.1", wrap: list[str] | None = None, **env: Any
+    ) -> None:
+        """`wrap`: a command prefix the master runs under (it must exec, so that the pid stays
+        the master's), such as `ip netns exec <ns>`; `host` the address it listens on."""
         self.port = free_port()
         self.data_dir = data_dir
+        self.wrap = wrap or []
         self.log_path = data_dir.parent / f"{data_dir.name}-service-{self.port}.log"
         self.env = {
             **os.environ,
             "PORT": str(self.port),
-            "HOST": "127.0.0.1",
+            "HOST": host,
             "DATA_DIR": str(data_dir),
             "WEB_CONCURRENCY": "2",
             "CONSUMERS": "2",
@@ -155,12 +169,12 @@ class Service:
             **{k: str(v) for k, v in env.items()},
         }
         self.proc: subprocess.Popen[bytes] | None = None
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
+        self.http = httpx.Client(base_url=f"http://{host}:{self.port}", timeout=10)
 
     def start(self, ready: bool = True) -> Service:
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor"],
+            [*self.wrap, sys.executable, "-m", "supervisor"],
             cwd=ROOT,
             env=self.env,
             stdout=self.log,

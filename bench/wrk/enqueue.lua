@@ -4,6 +4,19 @@ wrk.method = "POST"
 wrk.body = '{"jobName":"noop","data":{"n":1}}'
 wrk.headers["Content-Type"] = "application/json"
 
+-- WRK_LIMIT=n (bench/fleet.py): each thread sends n requests, then nothing (an empty request)
+-- until wrk is stopped (SIGINT). Without it there is no request() callback, so wrk sends its
+-- one prepared request as fast as it can.
+local limit = tonumber(os.getenv("WRK_LIMIT") or "")
+if limit then
+  local sent = 0
+  request = function()
+    sent = sent + 1
+    if sent > limit then return "" end
+    return wrk.format()
+  end
+end
+
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
