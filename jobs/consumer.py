@@ -92,12 +92,13 @@ def encode_result(value: Any) -> str:
     return text
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Running:
     """One try this consumer holds, from its claim until its outcome is recorded."""
 
     job: Try
     deadline: float  # time.monotonic() by which the try must have ended
+    key: tuple[str, str]  # (job id, token)
     task: asyncio.Task[None] | None = None
     ctx: JobContext | None = None
     # why the consumer stops the try: 'abort' (cancelled), 'shutdown', or 'abandon' (this
@@ -107,10 +108,6 @@ class Running:
     extra: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0  # how long the job's code ran, once it ended
     span: otel.Processing = field(default_factory=lambda: otel.Processing(None, None))
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.job.id, self.job.token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,8 +155,8 @@ class Consumer(Worker):
         # tries by (job id, token), until their outcome is recorded (the heartbeat renews
         # these); a token fences one job's tries, so it is unique only with its job's id
         self.running: dict[tuple[str, str], Running] = {}
-        # the tries whose code has not ended: the slots in use
-        self.busy: set[tuple[str, str]] = set()
+        # the tries whose code has not ended (the slots in use), with their deadlines
+        self.busy: dict[tuple[str, str], float] = {}
         self.stopping = asyncio.Event()
         # set when a slot of a full consumer frees
         self.room = asyncio.Event()
@@ -304,23 +301,24 @@ class Consumer(Worker):
         span = otel.processing(
             self.pool_name, job.name, job.id, job.attempt, self.cid, job.traceparent
         )
-        run = Running(job, time.monotonic() + job.timeout, extra=extra, span=span)
+        run = Running(
+            job, time.monotonic() + job.timeout, (job.id, job.token), extra=extra, span=span
+        )
         self.running[run.key] = run
-        self.busy.add(run.key)
+        self.busy[run.key] = run.deadline
         metrics.try_started(self.pool_name, job.name, job.waited)
         self.update_deadline()
         run.task = asyncio.create_task(self.run_try(run))
 
     def update_deadline(self) -> None:
-        pending = [r.deadline for r in self.running.values() if r.key in self.busy]
-        self.pulse.deadline(min(pending) if pending else 0.0)
+        self.pulse.deadline(min(self.busy.values()) if self.busy else 0.0)
 
     def code_ended(self, run: Running) -> None:
         if run.key in self.busy and len(self.busy) == self.max_jobs:
             # the last claim filled every slot, so the queue may hold more: claim again now
             # (a consumer with room hears of new jobs on its wake-up list)
             self.room.set()
-        self.busy.discard(run.key)
+        self.busy.pop(run.key, None)
         self.update_deadline()
 
     def abort(self, message: str) -> None:

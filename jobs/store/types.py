@@ -55,7 +55,7 @@ class Written:
     job_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr per field, per try
 class Try:
     """One claimed try of a job; `token` fences everything it writes."""
 

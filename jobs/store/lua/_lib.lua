@@ -148,12 +148,16 @@ local function emit(event, id, name, pool, status, extra)
 end
 
 -- Change a job's status: move it between the status indexes and tell the event stream.
--- `event` names the change when it is not the status itself (started, enqueued).
+-- `event` names the change when it is not the status itself (started, enqueued); `fields`
+-- (a flat list of field, value pairs) go into the record in the same write as the status.
 local release  -- below: a held try gives back its counts
-local function set_status(id, status, event, extra)
+local function set_status(id, status, event, extra, fields)
   local key = job_key(id)
   local r = redis.call('HMGET', key, 'status', 'createdAt', 'name', 'pool', 'held', 'dedupe')
-  if r[1] == status then return end
+  if r[1] == status then
+    if fields then redis.call('HSET', key, unpack(fields)) end
+    return
+  end
   if r[5] then release(id, r[3] or '', r[4] or '') end
   if r[6] and (status == 'completed' or status == 'dead' or status == 'cancelled') and
       redis.call('GET', r[6]) == id then
@@ -161,7 +165,11 @@ local function set_status(id, status, event, extra)
   end
   if r[1] then redis.call('ZREM', status_index(r[1]), id) end
   redis.call('ZADD', status_index(status), r[2] or NOW, id)
-  redis.call('HSET', key, 'status', status)
+  if fields then
+    redis.call('HSET', key, 'status', status, unpack(fields))
+  else
+    redis.call('HSET', key, 'status', status)
+  end
   emit(event or status, id, r[3], r[4], status, extra)
 end
 
@@ -186,8 +194,9 @@ local function count(pool, field, history_ms)
   if redis.call('HINCRBY', key, field, 1) == 1 then redis.call('PEXPIRE', key, history_ms) end
 end
 
--- Append how a try ended to the job's tries (the last MAX_TRIES).
-local function record_try(id, outcome, err)
+-- Append how a try ended to the job's tries (the last MAX_TRIES); with `into` (a flat list of
+-- fields), add the field to it for the caller's write instead of writing it here.
+local function record_try(id, outcome, err, into)
   local key = job_key(id)
   local r = redis.call('HMGET', key, 'tries', 'attempts', 'startedAt', 'worker')
   local ok, tries = true, {}
@@ -196,7 +205,11 @@ local function record_try(id, outcome, err)
   tries[#tries + 1] = {attempt = tonumber(r[2]) or 0, startedAt = tonumber(r[3]) or NOW,
     endedAt = NOW, consumer = r[4] or '', outcome = outcome, error = err or ''}
   while #tries > MAX_TRIES do table.remove(tries, 1) end
-  redis.call('HSET', key, 'tries', cjson.encode(tries))
+  if into then
+    into[#into + 1], into[#into + 2] = 'tries', cjson.encode(tries)
+  else
+    redis.call('HSET', key, 'tries', cjson.encode(tries))
+  end
 end
 
 -- One token is enough to wake a consumer: it claims everything it has room for.
@@ -283,11 +296,14 @@ local function group_unqueue(id, pool, group)
 end
 
 -- A job reached a terminal status that keeps its record for `keep` ms (completed, cancelled).
-local function finished(id, status, keep)
+-- A job reached a terminal status; `fields` are written with it, and `drop` (a field name)
+-- deleted with its token.
+local function finished(id, status, keep, fields, drop)
   local key = job_key(id)
-  set_status(id, status)
-  redis.call('HSET', key, 'completedAt', NOW)
-  redis.call('HDEL', key, 'token')
+  fields = fields or {}
+  fields[#fields + 1], fields[#fields + 2] = 'completedAt', NOW
+  set_status(id, status, nil, nil, fields)
+  if drop then redis.call('HDEL', key, 'token', drop) else redis.call('HDEL', key, 'token') end
   redis.call('PEXPIRE', key, keep + BACKSTOP_MS)
   redis.call('PEXPIRE', logs_key(id), keep + BACKSTOP_MS)
   redis.call('ZADD', EXPIRING, NOW + keep, id)

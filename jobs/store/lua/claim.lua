@@ -85,8 +85,8 @@ local function take(id, since)
   end
   local token = redis.call('HINCRBY', key, 'claims', 1) .. '-' .. NOW
   local attempts = redis.call('HINCRBY', key, 'attempts', 1)
-  set_status(id, 'active', 'started', {'worker', cid, 'attempt', attempts})
-  redis.call('HSET', key, 'worker', cid, 'startedAt', NOW, 'token', token)
+  set_status(id, 'active', 'started', {'worker', cid, 'attempt', attempts},
+    {'worker', cid, 'startedAt', NOW, 'token', token})
   if limit then  -- counted until it leaves active (release, in set_status)
     redis.call('HINCRBY', limit.running, 'all', 1)
     redis.call('HINCRBY', limit.running, 'n:' .. name, 1)

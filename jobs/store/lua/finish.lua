@@ -11,31 +11,32 @@ local id, cid, outcome = ARGV[3], ARGV[4], ARGV[6]
 local keep, pool = tonumber(ARGV[10]), ARGV[12]
 local r = redis.call('HMGET', KEYS[1], 'status', 'token')
 local status = r[1]
-if not status or r[2] ~= ARGV[5] or not redis.call('ZSCORE', KEYS[2], id) then
+if not status or r[2] ~= ARGV[5] or redis.call('ZREM', KEYS[2], id) == 0 then
   return {'stale', status or ''}
 end
-redis.call('ZREM', KEYS[2], id)
 if status == 'cancelled' then
   record_try(id, 'cancelled', '')
   finished(id, 'cancelled', keep)
   return {'ok', 'cancelled'}
 end
 local o = {dlq_max = tonumber(ARGV[11]), max_backoff = 0, history = tonumber(ARGV[13])}
+if outcome == 'completed' then  -- the hot path: the try, the result and the status in one write
+  local fields = {'result', ARGV[7]}
+  record_try(id, 'completed', '', fields)
+  count(pool, 'completed', o.history)
+  finished(id, 'completed', keep, fields, 'error')
+  return {'ok', 'completed'}
+end
 if outcome == 'requeue' then
   record_try(id, 'handed back', '')
 elseif outcome == 'limited' then
   record_try(id, 'rate limited', '')
-elseif outcome == 'completed' or outcome == 'cancelled' then
+elseif outcome == 'cancelled' then
   record_try(id, outcome, '')
 else
   record_try(id, 'failed', ARGV[14])  -- failed or dead: the try failed either way
 end
-if outcome == 'completed' then
-  redis.call('HSET', KEYS[1], 'result', ARGV[7])
-  redis.call('HDEL', KEYS[1], 'error')
-  count(pool, 'completed', o.history)
-  finished(id, 'completed', keep)
-elseif outcome == 'failed' then
+if outcome == 'failed' then
   return {'ok', failed_try(id, ARGV[7], ARGV[8], tonumber(ARGV[9]), o)}
 elseif outcome == 'dead' then
   count(pool, 'failed', o.history)
