@@ -3,7 +3,7 @@
 It keeps the consumer registered and the leases of its running tries alive, and sweeps its
 pool for consumers whose heartbeat lapsed (one sweeper per pool at a time: the store holds a
 short lock). Being a thread, it keeps going while a job blocks the event loop; a job that holds
-the GIL silences it too, and then the master keeps the leases alive (supervisor/arbiter.py).
+the GIL silences it too, and then the master keeps the leases alive (supervisor/consumers.py).
 """
 
 from __future__ import annotations

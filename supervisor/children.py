@@ -1,17 +1,20 @@
-"""Supervised children that are not HTTP workers: consumer slots and the embedded server."""
+"""A supervised child that is not an HTTP worker (a consumer slot, the embedded server), and
+how the master reaps one."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-# a child that dies sooner than this after it started counts as failing at start-up
-QUICK_DEATH_SECONDS = 10.0
-BACKOFF_BASE = 0.5
-BACKOFF_MAX = 30.0
+from jobs import metrics
+from supervisor import metric_files
+from supervisor.backoff import Backoff
+
+log = logging.getLogger("supervisor")
 
 
 @dataclass
@@ -21,8 +24,7 @@ class Child:
     name: str
     pid: int = 0
     started: float = 0.0
-    failures: int = 0
-    not_before: float = 0.0
+    backoff: Backoff = field(default_factory=Backoff)
     meta: dict[str, str] = field(default_factory=dict)
     # a consumer's shared memory (jobs.pulse.Pulse): its loop, heartbeat and deadline times
     pulse: Any = None
@@ -34,20 +36,11 @@ class Child:
 
     def exited(self, clean: bool) -> float:
         """Forget the pid and schedule the restart; returns the back-off in seconds."""
-        now = time.monotonic()
-        quick = now - self.started < QUICK_DEATH_SECONDS
-        self.failures = self.failures + 1 if (quick and not clean) else 0
-        delay = (
-            0.0 if self.failures == 0 else min(BACKOFF_BASE * 2 ** (self.failures - 1), BACKOFF_MAX)
-        )
-        if self.failures == 1:
-            delay = 0.0  # one quick death is an accident; a second one starts the back-off
         self.pid = 0
-        self.not_before = now + delay
-        return delay
+        return self.backoff.died(self.started, time.monotonic(), clean)
 
     def due(self) -> bool:
-        return self.pid == 0 and time.monotonic() >= self.not_before
+        return self.pid == 0 and self.backoff.allows(time.monotonic())
 
     def signal(self, sig: int) -> None:
         if self.pid:
@@ -65,6 +58,30 @@ class Child:
         except ChildProcessError:
             return -1
         return status if pid else None
+
+
+def reap(child: Child, kind: str, stopping: bool, asked: bool = False) -> int:
+    """The pid of `child` if it has exited (logged, counted, its restart scheduled), else 0.
+    A restart is counted unless the master is stopping or `asked` the child to stop."""
+    status = child.poll()
+    if status is None:
+        return 0
+    pid = child.pid
+    metric_files.process_died(pid)
+    if not stopping and not asked:
+        metrics.count_restart(kind)
+    clean = clean_exit(status)
+    delay = child.exited(clean or stopping)
+    log.log(
+        logging.INFO if stopping or clean else logging.ERROR,
+        "%s (pid %s) %s",
+        child.name,
+        pid,
+        describe(status),
+    )
+    if delay and not stopping:
+        log.warning("%s keeps dying at start-up; restart in %.1fs", child.name, delay)
+    return pid
 
 
 def describe(status: int) -> str:
