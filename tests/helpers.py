@@ -108,13 +108,19 @@ def kill_tree(pid: int) -> None:
 class Valkey:
     """A valkey-server on a free loopback port, stopped by pid."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, appendonly: bool = False) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        appendonly: bool = False,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.port = port or free_port()
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         args = [server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "yes" if appendonly else "no", "--dir", str(data_dir),
-                "--daemonize", "no", "--logfile", str(data_dir / "valkey.log")]  # fmt: skip
+                "--daemonize", "no", "--logfile", str(data_dir / "valkey.log"), *extra]  # fmt: skip
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
         self.url = f"redis://127.0.0.1:{self.port}/0"
         client = redis.Redis.from_url(self.url)
