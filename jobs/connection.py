@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import hiredis
 import redis
 import redis.asyncio
+import redis.asyncio.sentinel
+import redis.sentinel
 from redis.asyncio import connection as aconn
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from jobs.settings import Settings
@@ -57,6 +63,78 @@ FAST = {
 }
 
 
+# with a Sentinel URL, each pool asks the sentinels which server is the primary at most this
+# often while it is used, and moves its connections to a new one (see FollowingPool)
+SENTINEL_FOLLOW_SECONDS = 0.5
+
+
+class FollowingPool(redis.asyncio.sentinel.SentinelConnectionPool):  # type: ignore[misc]
+    """A Sentinel pool that follows a failover even while the old primary still answers.
+
+    redis-py's pool asks the sentinels only when it opens a connection, so one whose
+    connections stay open keeps writing to a demoted primary until that server turns replica
+    (up to ten seconds after the promotion, when a sentinel next looks at it: every write of
+    that time is lost). This one asks again, in the background, at most every
+    SENTINEL_FOLLOW_SECONDS while it hands out connections, and a connection to any other
+    server than the primary the sentinels name is reconnected before use.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.followed = 0.0
+        self.following: asyncio.Task[None] | None = None
+
+    async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
+        now = time.monotonic()
+        if now - self.followed >= SENTINEL_FOLLOW_SECONDS and (
+            self.following is None or self.following.done()
+        ):
+            self.followed = now
+            self.following = asyncio.ensure_future(self.follow())
+        connection = await super().get_connection(command_name, *keys, **options)
+        if self.master_address is not None and (
+            (connection.host, connection.port) != tuple(self.master_address)
+        ):
+            try:  # open on a former primary: reconnect, to the primary the sentinels name now
+                await connection.disconnect()
+                await connection.connect()
+            except BaseException:
+                await self.release(connection)
+                raise
+        return connection
+
+    async def follow(self) -> None:
+        # a new address disconnects the idle connections (redis-py's get_master_address)
+        with contextlib.suppress(RedisError, OSError):
+            await self.get_master_address()
+
+
+class FollowingSyncPool(redis.sentinel.SentinelConnectionPool):  # type: ignore[misc]
+    """FollowingPool for blocking clients (the heartbeat thread, the master): the sentinels
+    are asked in line, at most every SENTINEL_FOLLOW_SECONDS; a connection to a former primary
+    is dropped when it comes back (redis-py's `owns_connection`) or reconnected here."""
+
+    followed = 0.0
+
+    def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
+        now = time.monotonic()
+        if now - self.followed >= SENTINEL_FOLLOW_SECONDS:
+            self.followed = now
+            with contextlib.suppress(RedisError, OSError):
+                self.get_master_address()
+        connection = super().get_connection(command_name, *keys, **options)
+        if self.master_address is not None and (
+            (connection.host, connection.port) != tuple(self.master_address)
+        ):
+            try:
+                connection.disconnect()
+                connection.connect()
+            except BaseException:
+                self.release(connection)
+                raise
+        return connection
+
+
 def _sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, dict[str, Any]]:
     """`redis+sentinel://[:password@]host:port[,host:port]/service[/db]`."""
     parsed = urlparse(url)
@@ -92,7 +170,7 @@ def async_client(settings: Settings, **extra: Any) -> redis.asyncio.Redis:
         hosts, service, conn = _sentinel_parts(url)
         sentinel_kwargs = conn.pop("sentinel_kwargs", None)
         sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs, **options)
-        return sentinel.master_for(service, **conn, **options)
+        return sentinel.master_for(service, connection_pool_class=FollowingPool, **conn, **options)
     pool = redis.asyncio.ConnectionPool.from_url(url, **options)
     pool.connection_class = FAST.get(pool.connection_class, pool.connection_class)
     return redis.asyncio.Redis(connection_pool=pool)
@@ -110,7 +188,9 @@ def sync_client(settings: Settings, **extra: Any) -> redis.Redis:
         hosts, service, conn = _sentinel_parts(url)
         sentinel_kwargs = conn.pop("sentinel_kwargs", None)
         sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs, **options)
-        return sentinel.master_for(service, **conn, **options)
+        return sentinel.master_for(
+            service, connection_pool_class=FollowingSyncPool, **conn, **options
+        )
     return redis.Redis.from_url(url, **options)
 
 

@@ -33,6 +33,13 @@ class Unavailable(QueueError):
         self.retry_after = retry_after
 
 
+class NotReplicated(Unavailable):
+    """The job was written, but fewer replicas than ACK_REPLICAS acknowledged it in time: it
+    may be lost in a failover, or exist and run. Retrying with the same jobId is safe."""
+
+    code = "not_replicated"
+
+
 class NotFound(QueueError):
     code = "not_found"
 

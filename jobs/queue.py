@@ -24,11 +24,11 @@ from redis.exceptions import RedisError, ResponseError
 
 from jobs import ids, limits, metrics, otel, tracing
 from jobs.connection import async_client, eviction_warning
-from jobs.errors import Conflict, InvalidJob, NotFound, QueueError, Unavailable
+from jobs.errors import Conflict, InvalidJob, NotFound, NotReplicated, QueueError, Unavailable
 from jobs.registry import registry
 from jobs.schedule import NEXT_RUNS, Scheduler, parse_time
 from jobs.settings import Settings, get_settings
-from jobs.store import HISTORY_FIELDS, Status, Store, SyncStore, Written, calls
+from jobs.store import HISTORY_FIELDS, Status, Store, SyncStore, Unreplicated, Written, calls
 
 # a bulk DLQ retry or delete handles at most this many jobs per call
 BULK_MAX = 1000
@@ -567,8 +567,11 @@ class Queue:
         self, call: calls.Call[Written], ident: str, name: str, data: Any, pool: str
     ) -> Enqueued:
         """Run an enqueue call and turn its outcome into an answer or an error."""
+        unreplicated: Unreplicated | None = None
         try:
             written = await self.store.run(call)
+        except Unreplicated as exc:
+            written, unreplicated = exc.reply, exc
         except RedisError as exc:
             raise Unavailable(f"the queue store is unavailable: {type(exc).__name__}") from exc
         if written.outcome == "no_consumer":
@@ -577,6 +580,14 @@ class Queue:
             raise Unavailable(
                 f"pool {pool!r} has {self.settings.backlog_limit} jobs waiting", retry_after=5
             )
+        if unreplicated is not None:
+            raise NotReplicated(
+                f"job {written.job_id or ident!r} was written but not replicated in time "
+                f"({unreplicated}; ACK_REPLICAS={self.settings.ack_replicas}, "
+                f"ACK_REPLICAS_TIMEOUT={self.settings.ack_replicas_timeout:g}s): it may still "
+                "exist and run, or be lost if the primary fails; retry with the same jobId "
+                "(an idempotent retry)"
+            ) from unreplicated
         if written.outcome in ("duplicate", "deduplicated"):
             ident = written.job_id
             stored = await self.get(ident)

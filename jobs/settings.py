@@ -144,6 +144,9 @@ class Settings:
     access_log: bool = False  # a JSON line per HTTP request (off: it costs under load)
     node_name: str = field(default_factory=socket.gethostname)
     backlog_limit: int = 100_000
+    # an enqueue answers 2xx only once this many replicas acknowledged its write (WAIT)
+    ack_replicas: int = 0
+    ack_replicas_timeout: float = 1.0  # seconds an enqueue waits for them, else 503
     job_modules: tuple[str, ...] = ()
     key_prefix: str = "mq"
     heartbeat_interval: float = 1.0
@@ -201,6 +204,8 @@ class Settings:
             access_log=_flag(env, "ACCESS_LOG"),
             node_name=env.get("NODE_NAME") or socket.gethostname(),
             backlog_limit=_int(env, "BACKLOG_LIMIT", 100_000, minimum=1),
+            ack_replicas=_int(env, "ACK_REPLICAS", 0),
+            ack_replicas_timeout=_float(env, "ACK_REPLICAS_TIMEOUT", 1.0),
             job_modules=modules,
             key_prefix=prefix,
             heartbeat_interval=_float(env, "HEARTBEAT_INTERVAL", 1.0),
@@ -238,6 +243,9 @@ class Settings:
             )
         if self.default_timeout <= 0:
             raise SettingsError("DEFAULT_TIMEOUT must be above 0")
+        if self.ack_replicas_timeout < 0.001:
+            # WAIT's timeout 0 would block for ever
+            raise SettingsError("ACK_REPLICAS_TIMEOUT must be at least 0.001 (seconds)")
         return self
 
     @property
@@ -262,6 +270,13 @@ class Settings:
     @property
     def allowed_files_dir(self) -> Path:
         return self.files_dir or self.data_dir / "files"
+
+    @property
+    def replica_wait(self) -> tuple[int, int] | None:
+        """(replicas, timeout ms) of the WAIT after each enqueue batch; None when not asked."""
+        if self.ack_replicas <= 0:
+            return None
+        return self.ack_replicas, max(1, round(self.ack_replicas_timeout * 1000))
 
     def with_redis_url(self, url: str) -> Settings:
         return replace(self, redis_url=url)

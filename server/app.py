@@ -18,6 +18,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from jobs import metrics, registry
+from jobs.errors import Unavailable
 from jobs.queue import Enqueued, Queue, arguments
 from jobs.settings import Settings, get_settings
 from jobs.store import gauges
@@ -132,7 +133,8 @@ async def enqueue_tasks(request: Request) -> Response:
             results[i] = {**bulk_body(answer), "status": 202 if answer.created else 200}
         else:
             status = queue_error_status(answer)
-            results[i] = {"error": CODES[status], "detail": answer.detail, "status": status}
+            code = answer.code if isinstance(answer, Unavailable) else CODES[status]
+            results[i] = {"error": code, "detail": answer.detail, "status": status}
     everything = all(r["status"] == 202 for r in results)
     return JSONResponse({"results": results}, status_code=202 if everything else 207)
 

@@ -97,7 +97,7 @@ async def on_conflict(request: Request, exc: Exception) -> Response:
 
 async def on_unavailable(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Unavailable)
-    return error_response(503, exc.detail, headers={"Retry-After": str(exc.retry_after)})
+    return error_response(503, exc.detail, exc.code, headers={"Retry-After": str(exc.retry_after)})
 
 
 async def on_redis_error(request: Request, exc: Exception) -> Response:

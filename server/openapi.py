@@ -47,7 +47,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         413: "Body too large",
         415: "The body is not application/json",
         422: "Invalid input",
-        503: "No live consumer, backlog full or store unavailable",
+        503: "No live consumer, backlog full, store unavailable or not replicated (ACK_REPLICAS)",
     }
     return {str(c): _json(ERROR, words[c]) for c in codes}
 

@@ -28,6 +28,8 @@ Configuration is read from the environment:
   MAX_BODY_BYTES        largest request body (default 1048576)
   BACKLOG_LIMIT         waiting and delayed jobs per pool before enqueue answers 503
                         (default 100000)
+  ACK_REPLICAS          replicas that must hold an enqueued job before it is answered 2xx
+                        (default 0; else 503 not_replicated after ACK_REPLICAS_TIMEOUT, 1 s)
   EMBEDDED_MAXMEMORY    the embedded server's memory limit, e.g. 512mb (default: a quarter
                         of the machine's memory); past it enqueue answers 503
   JOB_MODULES           comma-separated modules that hold your @job functions

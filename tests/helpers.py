@@ -114,8 +114,10 @@ class Valkey:
         port: int | None = None,
         appendonly: bool = False,
         also_bind: str | None = None,
+        extra: tuple[str, ...] = (),
     ) -> None:
-        """`also_bind`: another address to listen on besides loopback (a test network's)."""
+        """`also_bind`: another address to listen on besides loopback (a test network's);
+        `extra`: more server arguments."""
         self.port = port or free_port()
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -123,7 +125,7 @@ class Valkey:
         args = [server_binary(), "--port", str(self.port), "--bind", *bind, "--save", "",
                 "--appendonly", "yes" if appendonly else "no", "--dir", str(data_dir),
                 "--protected-mode", "no" if also_bind else "yes",
-                "--daemonize", "no", "--logfile", str(data_dir / "valkey.log")]  # fmt: skip
+                "--daemonize", "no", "--logfile", str(data_dir / "valkey.log"), *extra]  # fmt: skip
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
         self.url = f"redis://127.0.0.1:{self.port}/0"
         client = redis.Redis.from_url(self.url)

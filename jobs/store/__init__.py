@@ -16,7 +16,7 @@ from redis.exceptions import ResponseError
 
 from jobs.settings import Settings
 from jobs.store import calls, library
-from jobs.store.batch import Batcher
+from jobs.store.batch import Batcher, Unreplicated
 from jobs.store.calls import Call
 from jobs.store.keys import Keys
 from jobs.store.types import (
@@ -50,6 +50,7 @@ __all__ = [
     "Store",
     "SyncStore",
     "Try",
+    "Unreplicated",
     "Written",
     "calls",
 ]
@@ -82,12 +83,22 @@ class Store:
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.prefix)
-        self.batched = {name: Batcher(redis, name) for name in BATCHED}
+        # enqueues wait for ACK_REPLICAS replicas (a WAIT at the end of their batch)
+        self.batched = {
+            name: Batcher(redis, name, settings.replica_wait if name == "enqueue" else None)
+            for name in BATCHED
+        }
 
     async def run(self, call: Call[T]) -> T:
+        """The call's decoded reply. Unreplicated (its `reply` decoded) when the call's writes
+        were not acknowledged by the replicas the settings ask for."""
         batcher = self.batched.get(call.script)
         if batcher is not None:
-            return call.decode(await batcher(call.keys, call.args))
+            try:
+                return call.decode(await batcher(call.keys, call.args))
+            except Unreplicated as exc:
+                exc.reply = call.decode(exc.reply)
+                raise
         command = (library.function(call.script), len(call.keys), *call.keys, *call.args)
         try:
             reply = await self.redis.fcall(*command)

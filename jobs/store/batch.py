@@ -12,6 +12,23 @@ from jobs.store import library
 
 # batches on the wire at once; calls made meanwhile wait and go out together
 MAX_IN_FLIGHT = int(os.environ.get("MQ_BATCH_IN_FLIGHT", "2"))
+# the same for batches that end with a WAIT for replicas: each may hold its connection for the
+# whole WAIT time-out while a replica is missing, so more go out at once, and a caller waits
+# about one time-out for its answer, not one per batch queued ahead of it
+MAX_WAITING_IN_FLIGHT = 32
+
+
+class Unreplicated(RedisError):  # type: ignore[misc]
+    """The calls of a batch ran, but fewer replicas than asked acknowledged the writes in
+    time: `reply` is this call's own reply (what it did, on the primary)."""
+
+    def __init__(self, reply: Any, acked: int | BaseException, wanted: int) -> None:
+        heard = f"{acked} of {wanted}" if isinstance(acked, int) else f"none of {wanted} ({acked})"
+        super().__init__(f"{heard} replicas acknowledged the write")
+        self.reply = reply
+        self.acked = acked
+        self.wanted = wanted
+
 
 Call = tuple[list[str], list[Any], "asyncio.Future[Any]"]
 
@@ -22,11 +39,17 @@ class Batcher:
     Calls made in one turn of the event loop go out in one pipeline; while MAX_IN_FLIGHT
     batches are on the wire, new calls gather for the next one. An idle caller waits one
     round trip; a busy process sends few, large writes.
+
+    With `wait` (replicas, timeout ms), each batch ends with `WAIT replicas timeout` on the same
+    connection (the pipeline's), so its callers hear only once that many replicas hold what the
+    batch wrote, or else get `Unreplicated` (carrying their reply) after the time-out.
     """
 
-    def __init__(self, redis: Any, script: str) -> None:
+    def __init__(self, redis: Any, script: str, wait: tuple[int, int] | None = None) -> None:
         self.redis = redis
         self.function = library.function(script)
+        self.wait = wait
+        self.max_in_flight = MAX_IN_FLIGHT if wait is None else MAX_WAITING_IN_FLIGHT
         self.pending: list[Call] = []
         self.in_flight = 0
         self.scheduled = False
@@ -41,7 +64,7 @@ class Batcher:
         return await future
 
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self.pending and not self.scheduled and self.in_flight < MAX_IN_FLIGHT:
+        if self.pending and not self.scheduled and self.in_flight < self.max_in_flight:
             self.scheduled = True
             loop.call_soon(self._start)
 
@@ -84,5 +107,15 @@ class Batcher:
         async with self.redis.pipeline(transaction=False) as pipe:
             for keys, args, _ in batch:
                 pipe.fcall(self.function, len(keys), *keys, *args)
+            if self.wait is not None:
+                pipe.execute_command("WAIT", *self.wait)
             results: list[Any] = await pipe.execute(raise_on_error=False)
+        if self.wait is None:
             return results
+        acked, wanted = results.pop(), self.wait[0]
+        if isinstance(acked, int) and acked >= wanted:
+            return results
+        # a call that failed on its own keeps its error
+        return [
+            r if isinstance(r, BaseException) else Unreplicated(r, acked, wanted) for r in results
+        ]
