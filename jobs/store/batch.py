@@ -26,8 +26,6 @@ class Unreplicated(RedisError):  # type: ignore[misc]
         heard = f"{acked} of {wanted}" if isinstance(acked, int) else f"none of {wanted} ({acked})"
         super().__init__(f"{heard} replicas acknowledged the write")
         self.reply = reply
-        self.acked = acked
-        self.wanted = wanted
 
 
 Call = tuple[list[str], list[Any], "asyncio.Future[Any]"]

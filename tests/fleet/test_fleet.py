@@ -20,6 +20,8 @@ import pytest
 from helpers import Service, Valkey, alive, children, kill_tree, wait_for
 from netns import Host, Network, network
 
+from jobs.store import Keys
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
@@ -167,6 +169,29 @@ def fill_every_slot(a: Service, server: Valkey, seconds: float) -> list[str]:
     return jobs
 
 
+def take_over(
+    a: Service, server: Valkey, jobs: list[str], running_on_b: list[str], lost: float, what: str
+) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
+    """Wait for every job to complete on a after b was lost at `lost` (epoch s); print and check
+    when b's running jobs were handed back and started again. Returns (results, records)."""
+    results = {j: a.wait_status(j, "completed", 30) for j in jobs}
+    done = records(server, jobs)
+    handed_back = [
+        float(t["endedAt"]) / 1000 - lost
+        for j in running_on_b
+        for t in tries(done[j])
+        if t["outcome"] == "crashed"
+    ]
+    restarted = [results[j]["result"]["started"] - lost for j in running_on_b]
+    print(
+        f"{what}: b's 4 running jobs handed back after {min(handed_back):.2f}-"
+        f"{max(handed_back):.2f}s, started again on a after {min(restarted):.2f}-"
+        f"{max(restarted):.2f}s (HEARTBEAT_TTL {HEARTBEAT_TTL:g}s)"
+    )
+    assert len(handed_back) == 4 and max(handed_back) < HEARTBEAT_TTL + 2
+    return results, done
+
+
 def test_a_host_cut_off_the_network_loses_its_jobs_to_the_other_host_and_records_nothing_when_it_returns(
     fleet: Fleet,
 ) -> None:
@@ -183,21 +208,8 @@ def test_a_host_cut_off_the_network_loses_its_jobs_to_the_other_host_and_records
     wait_for(lambda: set(workers(a)) == CONSUMERS - {"b-default-1", "b-default-2"}, 15,
              what="host b's consumers to lapse")  # fmt: skip
     lapsed = time.time() - cut
-    results = {j: a.wait_status(j, "completed", 30) for j in jobs}
-    done = records(fleet.server, jobs)
-    handed_back = [
-        float(t["endedAt"]) / 1000 - cut
-        for j in running_on_b
-        for t in tries(done[j])
-        if t["outcome"] == "crashed"
-    ]
-    restarted = [results[j]["result"]["started"] - cut for j in running_on_b]
-    print(
-        f"link cut: b's consumers gone from stats after {lapsed:.2f}s; its 4 running jobs "
-        f"handed back after {min(handed_back):.2f}-{max(handed_back):.2f}s and started again "
-        f"on a after {min(restarted):.2f}-{max(restarted):.2f}s (HEARTBEAT_TTL {HEARTBEAT_TTL:g}s)"
-    )
-    assert len(handed_back) == 4 and max(handed_back) < HEARTBEAT_TTL + 2
+    print(f"link cut: b's consumers gone from stats after {lapsed:.2f}s")
+    results, done = take_over(a, fleet.server, jobs, running_on_b, cut, "link cut")
     for job_id in jobs:
         record, its_tries = done[job_id], tries(done[job_id])
         outcomes = [(t["consumer"][0], t["outcome"]) for t in its_tries]
@@ -242,21 +254,7 @@ def test_a_host_killed_whole_has_its_waiting_and_running_jobs_taken_over_within_
     killed = time.time()
     kill_tree(b.pid)  # master, HTTP worker, consumers: kill -9, nobody hands anything back
     wait_for(lambda: not any(alive(pid) for pid in tree), 5, what="host b's processes to die")
-    results = {j: a.wait_status(j, "completed", 30) for j in jobs}
-    done = records(fleet.server, jobs)
-    handed_back = [
-        float(t["endedAt"]) / 1000 - killed
-        for j in running_on_b
-        for t in tries(done[j])
-        if t["outcome"] == "crashed"
-    ]
-    restarted = [results[j]["result"]["started"] - killed for j in running_on_b]
-    print(
-        f"host killed: its 4 running jobs handed back after {min(handed_back):.2f}-"
-        f"{max(handed_back):.2f}s, started again on a after {min(restarted):.2f}-"
-        f"{max(restarted):.2f}s (HEARTBEAT_TTL {HEARTBEAT_TTL:g}s)"
-    )
-    assert len(handed_back) == 4 and max(handed_back) < HEARTBEAT_TTL + 2
+    _, done = take_over(a, fleet.server, jobs, running_on_b, killed, "host killed")
     for job_id in jobs:
         outcomes = [(t["consumer"][0], t["outcome"]) for t in tries(done[job_id])]
         expected = [("b", "crashed")] if job_id in running_on_b else []
@@ -265,9 +263,10 @@ def test_a_host_killed_whole_has_its_waiting_and_running_jobs_taken_over_within_
     stats = a.http.get("/queue/stats").json()
     assert stats["completed"] == 12 and stats["waiting"] == stats["active"] == 0
     assert set(workers(a)) == {"a-default-1", "a-default-2"}
+    keys = Keys("{mq}")
     with fleet.server.client() as client:  # nothing stranded in the dead host's keys
         for cid in ("b-default-1", "b-default-2"):
-            assert client.zcard("{mq}:active:" + cid) == client.zcard("{mq}:ready:" + cid) == 0
+            assert client.zcard(keys.active(cid)) == client.zcard(keys.ready(cid)) == 0
         assert client.zcard("{mq}:delayed:default") == 0
     os.kill(a.pid, signal.SIGTERM)
     assert a.wait_exit(30) == 0
