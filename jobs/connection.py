@@ -68,6 +68,13 @@ FAST = {
 SENTINEL_FOLLOW_SECONDS = 0.5
 
 
+def _off_primary(pool: Any, connection: Any) -> bool:
+    """Whether `connection` is to another server than the primary the sentinels last named."""
+    return pool.master_address is not None and (connection.host, connection.port) != tuple(
+        pool.master_address
+    )
+
+
 class FollowingPool(redis.asyncio.sentinel.SentinelConnectionPool):  # type: ignore[misc]
     """A Sentinel pool that follows a failover even while the old primary still answers.
 
@@ -92,9 +99,7 @@ class FollowingPool(redis.asyncio.sentinel.SentinelConnectionPool):  # type: ign
             self.followed = now
             self.following = asyncio.ensure_future(self.follow())
         connection = await super().get_connection(command_name, *keys, **options)
-        if self.master_address is not None and (
-            (connection.host, connection.port) != tuple(self.master_address)
-        ):
+        if _off_primary(self, connection):
             try:  # open on a former primary: reconnect, to the primary the sentinels name now
                 await connection.disconnect()
                 await connection.connect()
@@ -123,9 +128,7 @@ class FollowingSyncPool(redis.sentinel.SentinelConnectionPool):  # type: ignore[
             with contextlib.suppress(RedisError, OSError):
                 self.get_master_address()
         connection = super().get_connection(command_name, *keys, **options)
-        if self.master_address is not None and (
-            (connection.host, connection.port) != tuple(self.master_address)
-        ):
+        if _off_primary(self, connection):
             try:
                 connection.disconnect()
                 connection.connect()
