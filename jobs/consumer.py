@@ -158,8 +158,12 @@ class Consumer(Worker):
         # the tries whose code has not ended (the slots in use), with their deadlines
         self.busy: dict[tuple[str, str], float] = {}
         self.stopping = asyncio.Event()
-        # set when a slot of a full consumer frees
-        self.room = asyncio.Event()
+        # a slot of a full consumer freed since the last claim
+        self.room = False
+        # what the main loop waits on: done when a slot of a full consumer frees, a wake-up
+        # comes or the wait ends. It wakes the loop in the next turn, so the claim joins the
+        # pipeline of the finishes of the tries that freed the slots.
+        self.woken: asyncio.Future[None] | None = None
         self.draining = False
         self.gone = False
         self.quit_at: float | None = None
@@ -249,6 +253,7 @@ class Consumer(Worker):
         # longer than IDLE_WAIT means a dead connection, and fails.
         blocking = async_client(self.settings, socket_timeout=IDLE_WAIT + 5)
         wake_key = self.store.keys.wake(self.cid)
+        loop = asyncio.get_running_loop()
         # a BLPOP is never cancelled (that would lose what it read): it stays pending across
         # turns that a freed slot starts
         listening: asyncio.Task[Any] | None = None
@@ -259,7 +264,7 @@ class Consumer(Worker):
                 try:
                     free = self.max_jobs - len(self.busy)
                     if free > 0:
-                        self.room.clear()
+                        self.room = False
                         claimed = await self.store.claim(
                             self.cid, self.pool_name, self.instance, free
                         )
@@ -274,11 +279,15 @@ class Consumer(Worker):
                         listening = asyncio.ensure_future(
                             blocking.blpop([wake_key], timeout=IDLE_WAIT)
                         )
-                    room = asyncio.ensure_future(self.room.wait())
-                    await asyncio.wait(
-                        {listening, room}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    room.cancel()
+                        listening.add_done_callback(self.wake)
+                    if not self.room and not listening.done():
+                        self.woken = loop.create_future()
+                        timer = loop.call_later(wait, self.wake)
+                        try:
+                            await self.woken
+                        finally:
+                            timer.cancel()
+                            self.woken = None
                     if listening.done():
                         message, listening = listening.result(), None
                         if message and message[1].startswith("abort:"):
@@ -317,9 +326,14 @@ class Consumer(Worker):
         if run.key in self.busy and len(self.busy) == self.max_jobs:
             # the last claim filled every slot, so the queue may hold more: claim again now
             # (a consumer with room hears of new jobs on its wake-up list)
-            self.room.set()
+            self.room = True
+            self.wake()
         self.busy.pop(run.key, None)
         self.update_deadline()
+
+    def wake(self, *_: Any) -> None:
+        if self.woken is not None and not self.woken.done():
+            self.woken.set_result(None)
 
     def abort(self, message: str) -> None:
         _, job_id, token = message.split(":", 2)

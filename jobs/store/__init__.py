@@ -57,7 +57,9 @@ __all__ = [
 
 SCRIPTS = tuple(library.scripts())
 # scripts whose concurrent calls share one pipeline (the hot path)
-BATCHED = ("enqueue", "finish")
+# calls that share a pipeline with the calls of their kind made in the same turn: a consumer's
+# claim goes out with the finishes of the tries that freed its slots
+BATCHED = {"enqueue": "enqueue", "finish": "consumer", "claim": "consumer"}
 # the most bytes of job records one DLQ page returns (at least one record is always returned)
 DLQ_PAGE_BYTES = 4 * 1024 * 1024
 # one listing call examines at most this many index entries and reads this much data for `q`
@@ -84,10 +86,11 @@ class Store:
         self.settings = settings
         self.keys = Keys(settings.prefix)
         # enqueues wait for ACK_REPLICAS replicas (a WAIT at the end of their batch)
-        self.batched = {
-            name: Batcher(redis, name, settings.replica_wait if name == "enqueue" else None)
-            for name in BATCHED
+        kinds = {
+            "enqueue": Batcher(redis, settings.replica_wait),
+            "consumer": Batcher(redis),
         }
+        self.batched = {script: kinds[kind] for script, kind in BATCHED.items()}
 
     async def run(self, call: Call[T]) -> T:
         """The call's decoded reply. Unreplicated (its `reply` decoded) when the call's writes
@@ -95,7 +98,7 @@ class Store:
         batcher = self.batched.get(call.script)
         if batcher is not None:
             try:
-                return call.decode(await batcher(call.keys, call.args))
+                return call.decode(await batcher(call.script, call.keys, call.args))
             except Unreplicated as exc:
                 exc.reply = call.decode(exc.reply)
                 raise

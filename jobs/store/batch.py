@@ -1,4 +1,4 @@
-"""Concurrent calls of one function share a pipeline: one write and one read for many callers."""
+"""Concurrent calls share a pipeline: one write and one read for many callers."""
 
 from __future__ import annotations
 
@@ -28,13 +28,14 @@ class Unreplicated(RedisError):  # type: ignore[misc]
         self.reply = reply
 
 
-Call = tuple[list[str], list[Any], "asyncio.Future[Any]"]
+Call = tuple[str, list[str], list[Any], "asyncio.Future[Any]"]
 
 
 class Batcher:
-    """Calls one function of the library like `batcher(keys, args)`, batching concurrent callers.
+    """Calls functions of the library like `batcher(script, keys, args)`, batching concurrent
+    callers.
 
-    Calls made in one turn of the event loop go out in one pipeline; while MAX_IN_FLIGHT
+    Calls made in one turn of the event loop go out in one pipeline, in the order made; while MAX_IN_FLIGHT
     batches are on the wire, new calls gather for the next one. An idle caller waits one
     round trip; a busy process sends few, large writes.
 
@@ -43,21 +44,20 @@ class Batcher:
     batch wrote, or else get `Unreplicated` (carrying their reply) after the time-out.
     """
 
-    def __init__(self, redis: Any, script: str, wait: tuple[int, int] | None = None) -> None:
+    def __init__(self, redis: Any, wait: tuple[int, int] | None = None) -> None:
         self.redis = redis
-        self.function = library.function(script)
         self.wait = wait
         self.max_in_flight = MAX_IN_FLIGHT if wait is None else MAX_WAITING_IN_FLIGHT
         self.pending: list[Call] = []
         self.in_flight = 0
         self.scheduled = False
 
-    async def __call__(self, keys: list[str], args: list[Any]) -> Any:
+    async def __call__(self, script: str, keys: list[str], args: list[Any]) -> Any:
         # what can fail for one call fails here, in its caller, before it joins a batch
         encoded = [a.encode() if isinstance(a, str) else a for a in args]
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self.pending.append((keys, encoded, future))
+        self.pending.append((library.function(script), keys, encoded, future))
         self._schedule(loop)
         return await future
 
@@ -89,11 +89,11 @@ class Batcher:
         except Exception as exc:  # never leave a caller without an answer
             results = [RedisError(f"the batch failed: {type(exc).__name__}: {exc}")] * len(batch)
         except BaseException:  # cancelled (a shutdown): the callers hear it too
-            for _, _, future in batch:
+            for *_, future in batch:
                 if not future.done():
                     future.set_exception(RedisError("the batch was cancelled"))
             raise
-        for (_, _, future), result in zip(batch, results, strict=True):
+        for (*_, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue
             if isinstance(result, BaseException):
@@ -103,8 +103,8 @@ class Batcher:
 
     async def _execute(self, batch: list[Call]) -> list[Any]:
         async with self.redis.pipeline(transaction=False) as pipe:
-            for keys, args, _ in batch:
-                pipe.fcall(self.function, len(keys), *keys, *args)
+            for function, keys, args, _ in batch:
+                pipe.fcall(function, len(keys), *keys, *args)
             if self.wait is not None:
                 pipe.execute_command("WAIT", *self.wait)
             results: list[Any] = await pipe.execute(raise_on_error=False)

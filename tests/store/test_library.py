@@ -87,9 +87,9 @@ def test_a_batcher_answers_every_caller_when_the_server_refuses_the_call(
     async def main() -> list[BaseException | None]:
         client = redis.asyncio.Redis.from_url(valkey.url, decode_responses=True)
         try:
-            batcher = Batcher(client, "enqueue")
+            batcher = Batcher(client)
             answers = await asyncio.gather(
-                *(batcher(["k"], ["too few arguments"]) for _ in range(3)),
+                *(batcher("enqueue", ["k"], ["too few arguments"]) for _ in range(3)),
                 return_exceptions=True,
             )
             return [a if isinstance(a, BaseException) else None for a in answers]
