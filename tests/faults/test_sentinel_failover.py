@@ -81,7 +81,7 @@ def statuses(server: Valkey, ids: list[str]) -> dict[str, str | None]:
     with server.client() as client:
         pipe = client.pipeline(transaction=False)
         for job_id in ids:
-            pipe.hget("{mq}:job:" + job_id, "status")
+            pipe.hget("{mq:default}:job:" + job_id, "status")
         return dict(zip(ids, pipe.execute(), strict=True))
 
 
