@@ -19,7 +19,7 @@ import redis.sentinel
 from redis.asyncio import connection as aconn
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
 from jobs.settings import Settings
@@ -170,6 +170,11 @@ def _function_slot(client: Any, command: str, args: tuple[Any, ...]) -> int | No
     return slot
 
 
+class ClusterUnavailable(RedisError):  # type: ignore[misc]
+    """A Cluster that cannot serve a slot now (say, mid-failover): redis-py raises some of
+    these outside RedisError, which every caller handles as the store being away."""
+
+
 class Cluster(redis.asyncio.cluster.RedisCluster):  # type: ignore[misc]
     async def _determine_slot(self, command: str, *args: Any) -> int:
         slot = _function_slot(self, command, args)
@@ -177,8 +182,20 @@ class Cluster(redis.asyncio.cluster.RedisCluster):  # type: ignore[misc]
             slot = await super()._determine_slot(command, *args)
         return slot
 
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise ClusterUnavailable(str(exc)) from exc
+
 
 class SyncCluster(redis.cluster.RedisCluster):  # type: ignore[misc]
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().execute_command(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise ClusterUnavailable(str(exc)) from exc
+
     def determine_slot(self, *args: Any) -> int:
         slot = _function_slot(self, str(args[0]), args[1:])
         if slot is None:

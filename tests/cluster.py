@@ -65,7 +65,11 @@ class Cluster:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{s.port}" for s in self.servers)
 
     def client(self) -> redis.RedisCluster:
-        seeds = [redis.cluster.ClusterNode("127.0.0.1", s.port) for s in self.servers if s.proc.poll() is None]
+        seeds = [
+            redis.cluster.ClusterNode("127.0.0.1", s.port)
+            for s in self.servers
+            if s.proc.poll() is None
+        ]
         return redis.RedisCluster(startup_nodes=seeds, decode_responses=True)
 
     def owner(self, key: str) -> Valkey:

@@ -92,6 +92,8 @@
 --   cancel     -> cancelled (a running try is told to abort and its end is recorded)
 --   dlq retry  -> queued: delayed:<pool>, due now, tries reset
 --   fire       -> queued: delayed:<pool>, due now (a scheduler's due time came)
+--   move_pool  -> (adopt, in the target pool's store) queued or delayed as before: delayed:<to>;
+--                 then deleted from the source pool's store
 -- Terminal: completed, dead, cancelled. Their record expires after the keep time (a dead one
 -- leaves with its DLQ entry). A job that has not finished is in exactly one of the sets above.
 --
