@@ -322,14 +322,16 @@ class Store(Pools):
     async def flow(self, pools: list[str]) -> dict[str, dict[str, Any]]:
         """Each pool's flow control as it stands: its control state, its held tries and its
         starts in the rate period, by the server's clock."""
+        clock = (
+            await self.redis.time()
+        )  # not in the pipeline: a Cluster's takes only keyed commands
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.time()
             for pool in pools:
                 k = self.at(pool)
                 pipe.hmget(k.control(pool), "paused", "limits", "caps", "holdUntil")
                 pipe.hget(k.running(pool), "all")
                 pipe.zrange(k.starts(pool), 0, -1, withscores=True)
-            out = await pipe.execute()
+            out = [clock, *await pipe.execute()]
         seconds, micros = out[0]
         now = int(seconds) * 1000 + int(micros) // 1000
         found: dict[str, dict[str, Any]] = {}
@@ -361,15 +363,15 @@ class Store(Pools):
 
     async def consumers(self, pools: list[str]) -> dict[str, Any]:
         """Counts and consumers over `pools`, judged by the server's clock."""
+        clock = await self.redis.time()  # as in flow()
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.time()
             for pool in pools:
                 k = self.at(pool)
                 pipe.hgetall(k.stats)
                 pipe.zrange(k.workers(pool), 0, -1, withscores=True)
                 pipe.zcard(k.delayed(pool))
                 pipe.smembers(k.draining(pool))
-            head = await pipe.execute()
+            head = [clock, *await pipe.execute()]
         now = _server_ms(head[0])
         counters: dict[str, int] = {}
         members: list[tuple[str, str, float, bool]] = []
@@ -603,10 +605,8 @@ class SyncStore(Pools):
     ) -> tuple[int, list[tuple[str, int, str | None]]]:
         """The server time (or `now`) and the schedulers due by then, earliest first, at most
         `limit`: (id, due time, definition or None when deleted)."""
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.time()
-            pipe.zrange(self.keys.schedule, 0, limit - 1, withscores=True)
-            clock, first = pipe.execute()
+        clock = self.redis.time()
+        first = self.redis.zrange(self.keys.schedule, 0, limit - 1, withscores=True)
         at = _server_ms(clock) if now is None else now
         due = [(ident, int(score)) for ident, score in first if score <= at]
         if not due:

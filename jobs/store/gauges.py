@@ -36,8 +36,8 @@ def _created_ms(score: float) -> int:
 
 async def read(redis: Any, at: Callable[[str], Keys], pools: list[str]) -> Gauges:
     """`at` gives a pool's keys (Store.at)."""
+    clock = await redis.time()  # not in the pipeline: a Cluster's takes only keyed commands
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.time()
         for pool in pools:
             keys = at(pool)
             pipe.zcard(keys.dlq)
@@ -45,7 +45,7 @@ async def read(redis: Any, at: Callable[[str], Keys], pools: list[str]) -> Gauge
             pipe.smembers(keys.draining(pool))
             pipe.zcard(keys.delayed(pool))
             pipe.zrange(keys.delayed(pool), 0, 0, withscores=True)
-        head = await pipe.execute()
+        head = [clock, *await pipe.execute()]
     now = _server_ms(head[0])
     per_pool = [head[2 + 5 * i : 6 + 5 * i] for i in range(len(pools))]
     dlq = sum(head[1 + 5 * i] for i in range(len(pools)))

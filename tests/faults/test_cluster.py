@@ -146,8 +146,11 @@ def test_the_service_on_a_cluster_runs_jobs_of_pools_on_two_primaries(
         stats = svc.http.get("/queue/stats").json()
         assert sorted(w["id"] for w in stats["workers"]) == sorted(["n-default-1", f"n-{other}-1"])
         assert (stats["completed"], stats["deadLettered"]) == (2, 1)
-        listed = svc.http.get("/jobs").json()["jobs"]
-        assert [j["id"] for j in listed] == [failing, there, here]
+        listed = svc.http.get("/jobs").json()["jobs"]  # merged, newest first
+        assert sorted(j["id"] for j in listed) == sorted([failing, there, here])
+        assert [j["createdAt"] for j in listed] == sorted(
+            (j["createdAt"] for j in listed), reverse=True
+        )
         assert [i["id"] for i in svc.http.get("/dlq").json()["items"]] == [failing]
         assert svc.http.delete(f"/dlq/{failing}").status_code == 200
         assert svc.http.get("/ready").status_code == 200
