@@ -33,7 +33,7 @@ from run import Run, cpu_seconds, log, wrk_command, wrk_summary  # noqa: E402
 
 from jobs.store import Keys  # noqa: E402
 
-PREFIX = "{mq}"
+PREFIX = "{mq:default}"  # the default pool's store
 CONNECTIONS = 64  # in all, split over the instances' wrk processes
 
 

@@ -35,13 +35,15 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from helpers import Valkey, children, free_port, kill_tree, wait_for  # noqa: E402
 
 from jobs.settings import Settings  # noqa: E402
-from jobs.store import LIST_BUDGET, LIST_DATA_BYTES, Call, Page, Status, SyncStore, calls, library  # noqa: E402
+from jobs.store import LIST_BUDGET, Call, Page, Status, SyncStore, calls, library, merge_pages  # noqa: E402
+from jobs.store import listing as store_listing  # noqa: E402
 
 CHUNK = 10_000  # jobs enqueued, claimed and finished per round of pipelines
 REPEAT = 20
 RARE, WORD = "rebuild", "quarantined"  # the name of 0.1% of the jobs; in the error of 0.1%
 NAMES = {"email": ("default", 0.4), "resize": ("default", 0.25), "report": ("worker1", 0.2),
          "sync": ("worker2", 0.149), RARE: ("worker1", 0.001)}  # fmt: skip
+POOLS = sorted({pool for pool, _ in NAMES.values()})  # each its own store: a listing merges them
 # the rest of a chunk stays queued, at priority -1 so that the claims pass it by
 FATE_SHARES = {"completed": 0.905, "dead": 0.019, "dead-word": 0.001, "failed": 0.01,
                "active": 0.005, "queued": 0.06}  # fmt: skip
@@ -62,11 +64,13 @@ def pipelined(store: SyncStore, batch: list[Call[Any]]) -> list[Any]:
 
 
 def fill(store: SyncStore, jobs: int) -> None:
-    k, s, rnd = store.keys, store.settings, random.Random(1)
+    s, rnd = store.settings, random.Random(1)
     pools = {name: pool for name, (pool, _) in NAMES.items()}
     cids = {pool: f"bench-{pool}-1" for pool in set(pools.values())}
     for pool, cid in cids.items():
-        store.run(calls.register(k, s, cid=cid, pool=pool, instance="bench", info="{}"))
+        store.run(
+            calls.register(store.at(pool), s, cid=cid, pool=pool, instance="bench", info="{}")
+        )
     for start in range(0, jobs, CHUNK):
         fates: dict[str, str] = {}
         enqueues, wanted = [], dict.fromkeys(cids, 0)
@@ -79,7 +83,7 @@ def fill(store: SyncStore, jobs: int) -> None:
             note = f"{rnd.choice(NOTES)} for customer {n % 5000} " + "x" * rnd.randint(20, 40)
             data = f'{{"order": {n}, "customer": "c-{n % 5000:05d}", "note": "{note}"}}'
             enqueues.append(calls.enqueue(
-                k, s, job_id=ident, name=name, pool=pools[name], data=data, delay_ms=0,
+                store.at(pools[name]), s, job_id=ident, name=name, pool=pools[name], data=data, delay_ms=0,
                 priority=-1 if fate == "queued" else 0, attempts=3, timeout=60.0,
                 backoff='{"type": "exponential", "delay": 2}'))  # fmt: skip
         assert all(w.outcome == "created" for w in pipelined(store, enqueues))
@@ -87,7 +91,12 @@ def fill(store: SyncStore, jobs: int) -> None:
         for pool, want in wanted.items():
             while want > 0:
                 claim = calls.claim(
-                    k, s, cid=cids[pool], pool=pool, instance="bench", n=min(want, 1000)
+                    store.at(pool),
+                    s,
+                    cid=cids[pool],
+                    pool=pool,
+                    instance="bench",
+                    n=min(want, 1000),
                 )
                 tries = store.run(claim).tries
                 assert tries, f"a claim of {pool} got nothing"
@@ -101,7 +110,7 @@ def fill(store: SyncStore, jobs: int) -> None:
                            f"answered 503 after {rnd.randint(1, 30)} s")  # fmt: skip
                     outcome = {"dead-word": "dead"}.get(fate, fate)
                     finishes.append(calls.finish(
-                        k, s, job_id=t.id, cid=cids[pool], pool=pool, token=t.token,
+                        store.at(pool), s, job_id=t.id, cid=cids[pool], pool=pool, token=t.token,
                         outcome=outcome, payload='{"sent": true}' if fate == "completed" else err,
                         traceback=f"Traceback (most recent call last):\n  ...\n{err}",
                         retry_delay=86_400.0))  # fmt: skip
@@ -111,11 +120,10 @@ def fill(store: SyncStore, jobs: int) -> None:
 
 
 def listing(store: SyncStore, f: Filters, cursor: str | None = None, limit: int = 50) -> Page:
-    call = calls.list_jobs(
-        store.keys, status=f.get("status", ""), name=f.get("name", ""), q=f.get("q", ""),
-        limit=limit, budget=LIST_BUDGET, data_bytes=LIST_DATA_BYTES,
-        cursor=cursor)  # fmt: skip
-    return store.run(call)
+    filters = {"status": f.get("status", ""), "pool": "", "name": f.get("name", ""),
+               "q": f.get("q", "")}  # fmt: skip
+    pages = [store.run(c) for c in store_listing(store.at, POOLS, filters, limit, cursor)]
+    return merge_pages(pages, limit)
 
 
 def row(label: str, times: list[float], rows: int) -> list[Any]:
@@ -190,7 +198,8 @@ def figures(store: SyncStore, jobs: int) -> list[list[Any]]:
     print(f"used_memory before {before / 2**20:,.1f} MiB, after {after / 2**20:,.1f} MiB"
           f" ({(after - before) / jobs:,.0f} B per job in all)")  # fmt: skip
     index_bytes = 0
-    for key in [store.keys.index(), *(store.keys.index(st) for st in Status)]:
+    keys = [store.at(pool) for pool in POOLS]
+    for key in [k.index(status) for k in keys for status in (None, *Status)]:
         entries, size = store.redis.zcard(key), store.redis.memory_usage(key, samples=0) or 0
         index_bytes += size
         if entries:

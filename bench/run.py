@@ -40,7 +40,7 @@ from supervisor import embedded  # noqa: E402
 
 PEER = ROOT.parent / "shared" / "bench" / "bullmq"
 NODE = "bench"
-PREFIX = "{mq}"
+PREFIX = "{mq:default}"  # the default pool's store
 GROWTH_WAITING = 100_000
 GROWTH_CONSUMERS = 64
 PERSISTENCE = ("none", "aof")

@@ -1,4 +1,5 @@
-"""Redis clients from the settings: redis://, rediss://, unix:// and redis+sentinel:// URLs."""
+"""Redis clients from the settings: redis://, rediss://, unix://, redis+sentinel:// and
+redis+cluster:// URLs."""
 
 from __future__ import annotations
 
@@ -11,17 +12,20 @@ from urllib.parse import parse_qs, urlparse
 import hiredis
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
 import redis.asyncio.sentinel
+import redis.cluster
 import redis.sentinel
 from redis.asyncio import connection as aconn
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
 from jobs.settings import Settings
 
 SENTINEL_SCHEMES = ("redis+sentinel", "sentinel")
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 CLIENT_OPTIONS: dict[str, Any] = {
     "decode_responses": True,
     # bytes that are not UTF-8 (planted, never ours) must not break reading a record
@@ -157,6 +161,66 @@ def _sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, dict[str, Any
     return hosts, service, options
 
 
+def _function_slot(client: Any, command: str, args: tuple[Any, ...]) -> int | None:
+    """The slot of an FCALL from its own KEYS (all in one slot: one pool's store), or None for
+    another command. redis-py would ask the server (COMMAND GETKEYS) on every call."""
+    if command.upper() not in ("FCALL", "FCALL_RO") or len(args) < 3 or not int(args[1]):
+        return None
+    slot: int = client.keyslot(args[2])
+    return slot
+
+
+class ClusterUnavailable(RedisError):  # type: ignore[misc]
+    """A Cluster that cannot serve a slot now (say, mid-failover): redis-py raises some of
+    these outside RedisError, which every caller handles as the store being away."""
+
+
+class Cluster(redis.asyncio.cluster.RedisCluster):  # type: ignore[misc]
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        slot = _function_slot(self, command, args)
+        if slot is None:
+            slot = await super()._determine_slot(command, *args)
+        return slot
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise ClusterUnavailable(str(exc)) from exc
+
+
+class SyncCluster(redis.cluster.RedisCluster):  # type: ignore[misc]
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().execute_command(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise ClusterUnavailable(str(exc)) from exc
+
+    def determine_slot(self, *args: Any) -> int:
+        slot = _function_slot(self, str(args[0]), args[1:])
+        if slot is None:
+            slot = super().determine_slot(*args)
+        return slot
+
+
+def _cluster_parts(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    """`redis+cluster://[[user]:password@]host:port[,host:port...]` (seed nodes)."""
+    parsed = urlparse(url)
+    netloc = parsed.netloc.rpartition("@")[2]
+    seeds = []
+    for part in netloc.split(","):
+        host, _, port = part.partition(":")
+        seeds.append((host, int(port or 6379)))
+    options: dict[str, Any] = {}
+    if parsed.password:
+        options["password"] = parsed.password
+    if parsed.username:
+        options["username"] = parsed.username
+    if parsed.scheme.startswith("rediss"):
+        options["ssl"] = True
+    return seeds, options
+
+
 def async_client(settings: Settings, **extra: Any) -> redis.asyncio.Redis:
     """An asyncio client that retries a dropped connection with backoff."""
     url = settings.redis_url
@@ -174,6 +238,11 @@ def async_client(settings: Settings, **extra: Any) -> redis.asyncio.Redis:
         sentinel_kwargs = conn.pop("sentinel_kwargs", None)
         sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs, **options)
         return sentinel.master_for(service, connection_pool_class=FollowingPool, **conn, **options)
+    if url.split("://")[0] in CLUSTER_SCHEMES:
+        seeds, conn = _cluster_parts(url)
+        nodes = [redis.asyncio.cluster.ClusterNode(host, port) for host, port in seeds]
+        cluster: redis.asyncio.Redis = Cluster(startup_nodes=nodes, **conn, **options)
+        return cluster
     pool = redis.asyncio.ConnectionPool.from_url(url, **options)
     pool.connection_class = FAST.get(pool.connection_class, pool.connection_class)
     return redis.asyncio.Redis(connection_pool=pool)
@@ -194,6 +263,11 @@ def sync_client(settings: Settings, **extra: Any) -> redis.Redis:
         return sentinel.master_for(
             service, connection_pool_class=FollowingSyncPool, **conn, **options
         )
+    if url.split("://")[0] in CLUSTER_SCHEMES:
+        seeds, conn = _cluster_parts(url)
+        nodes = [redis.cluster.ClusterNode(host, port) for host, port in seeds]
+        cluster: redis.Redis = SyncCluster(startup_nodes=nodes, **conn, **options)
+        return cluster
     return redis.Redis.from_url(url, **options)
 
 

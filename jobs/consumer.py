@@ -216,16 +216,8 @@ class Consumer(Worker):
         """Take the slot; jobs a previous process left in it go back to the pool first."""
         while True:
             try:
-                done = await self.store.run(
-                    calls.register(
-                        self.store.keys,
-                        self.settings,
-                        cid=self.cid,
-                        pool=self.pool_name,
-                        instance=self.instance,
-                        info=self.info,
-                        caps=caps(self.pool_name),
-                    )
+                done = await self.store.register(
+                    self.cid, self.pool_name, self.instance, self.info, caps(self.pool_name)
                 )
                 if done.ok:
                     return
@@ -252,7 +244,7 @@ class Consumer(Worker):
         # BLPOP holds its connection: it gets a client of its own. A read that takes far
         # longer than IDLE_WAIT means a dead connection, and fails.
         blocking = async_client(self.settings, socket_timeout=IDLE_WAIT + 5)
-        wake_key = self.store.keys.wake(self.cid)
+        wake_key = self.store.at(self.pool_name).wake(self.cid)
         loop = asyncio.get_running_loop()
         # a BLPOP is never cancelled (that would lose what it read): it stays pending across
         # turns that a freed slot starts
@@ -402,8 +394,8 @@ class Consumer(Worker):
                 job.max_attempts,
                 self.pool_name,
                 self.cid,
-                partial(self.store.progress, job.id, job.token),
-                partial(self.store.log, job.id, job.token),
+                partial(self.store.progress, self.pool_name, job.id, job.token),
+                partial(self.store.log, self.pool_name, job.id, job.token),
                 asyncio.get_running_loop(),
                 request_id=job.request_id,
                 traceparent=run.span.traceparent,
@@ -550,7 +542,7 @@ class Consumer(Worker):
     async def drain(self) -> None:
         """Stay registered (draining, skipped by enqueue) and heart-beating: hand the queue
         back, let running tries finish within the grace time, hand back the rest, then leave."""
-        keys = self.store.keys
+        keys = self.store.at(self.pool_name)
         with contextlib.suppress(RedisError):
             while (
                 await self.store.run(

@@ -58,7 +58,7 @@ class Heartbeat(threading.Thread):
         """Mark this consumer live and renew the leases of the tries it holds."""
         done = self.store.run(
             calls.heartbeat(
-                self.store.keys,
+                self.store.at(self.pool),
                 self.settings,
                 cid=self.cid,
                 pool=self.pool,

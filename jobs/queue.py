@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cache, cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
@@ -29,6 +29,8 @@ from jobs.registry import registry
 from jobs.schedule import NEXT_RUNS, Scheduler, parse_time
 from jobs.settings import Settings, get_settings
 from jobs.store import HISTORY_FIELDS, Status, Store, SyncStore, Unreplicated, Written, calls
+
+T = TypeVar("T")
 
 # a bulk DLQ retry or delete handles at most this many jobs per call
 BULK_MAX = 1000
@@ -502,7 +504,8 @@ class Queue:
 
         Raises InvalidJob for an unknown job or pool or a bad option, Unavailable when the
         pool has no live consumer or a full backlog (or Redis is down). A `job_id` that exists
-        already returns that job with `duplicate=True` and creates nothing. `dedupe`
+        already in the job's pool returns that job with `duplicate=True` and creates nothing
+        (an id is unique within its pool, as in BullMQ's queues). `dedupe`
         (`{"key", "ttl", "mode"}`, as options.dedupe) may answer another job, with
         `deduplicated=True`.
         """
@@ -523,7 +526,7 @@ class Queue:
         ident, pool = job.job_id, job.pool
         with otel.sending(pool, name, ident, tracing.valid_traceparent(traceparent)) as carried:
             call = calls.enqueue(
-                self.store.keys,
+                self.store.at(pool),
                 self.settings,
                 job_id=ident,
                 name=name,
@@ -716,18 +719,22 @@ class Queue:
 
     async def pause(self, pool: str) -> dict[str, Any]:
         """Start no job of `pool` on any node until `resume` (running ones finish)."""
-        await self.store.run(calls.control(self.store.keys, pool=self._known(pool), what="pause"))
+        await self.store.run(
+            calls.control(self.store.at(pool), pool=self._known(pool), what="pause")
+        )
         return await self.flow(pool)
 
     async def resume(self, pool: str) -> dict[str, Any]:
-        await self.store.run(calls.control(self.store.keys, pool=self._known(pool), what="resume"))
+        await self.store.run(
+            calls.control(self.store.at(pool), pool=self._known(pool), what="resume")
+        )
         return await self.flow(pool)
 
     async def set_limits(self, pool: str, limits: dict[str, Any] | None) -> dict[str, Any]:
         """Set `pool`'s limits (the shape of PUT /pools/{pool}/limits), or remove them (None),
         for every consumer of the fleet."""
         await self.store.run(
-            calls.control(self.store.keys, pool=self._known(pool), what="limits", limits=limits)
+            calls.control(self.store.at(pool), pool=self._known(pool), what="limits", limits=limits)
         )
         return await self.flow(pool)
 
@@ -774,10 +781,12 @@ class Queue:
 
     async def logs(self, job_id: str) -> dict[str, Any]:
         """The lines a job wrote with ctx.log (GET /jobs/{id}/logs)."""
-        if not (await self.store.job(job_id)).get("id"):
+        pool = await self.store.where(job_id)
+        if pool is None:
             raise NotFound(f"no job {job_id!r}")
         lines = [
-            {"at": iso(line["at"]), "text": line["text"]} for line in await self.store.logs(job_id)
+            {"at": iso(line["at"]), "text": line["text"]}
+            for line in await self.store.logs(pool, job_id)
         ]
         return {"id": job_id, "lines": lines}
 
@@ -801,8 +810,11 @@ class Queue:
 
     async def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a queued, delayed or active job. NotFound if unknown, Conflict if finished."""
+        pool = await self.store.where(job_id)
+        if pool is None:
+            raise NotFound(f"no job {job_id!r}")
         outcome, previous = await self.store.run(
-            calls.cancel(self.store.keys, self.settings, job_id=job_id)
+            calls.cancel(self.store.at(pool), self.settings, job_id=job_id)
         )
         if outcome == "missing":
             raise NotFound(f"no job {job_id!r}")
@@ -870,25 +882,34 @@ class Queue:
         return dlq_item(raw)
 
     async def dlq_delete(self, job_id: str) -> dict[str, Any]:
-        raw = await self.store.run(calls.dlq_delete(self.store.keys, job_id=job_id))
+        raw = await self._in_dlq(job_id, calls.dlq_delete)
         if raw is None:
             raise NotFound(f"no dead-lettered job {job_id!r}")
         return dlq_item(raw)
 
-    async def _dead_matching(self, pool: str, name: str, q: str) -> tuple[list[str], bool]:
-        """Ids of dead-lettered jobs matching the filter, at most BULK_MAX, and whether more
-        may match."""
-        ids: list[str] = []
+    async def _dead_matching(
+        self, pool: str, name: str, q: str
+    ) -> tuple[list[tuple[str, str]], bool]:
+        """(pool, id) of dead-lettered jobs matching the filter, at most BULK_MAX, and whether
+        more may match."""
+        ids: list[tuple[str, str]] = []
         cursor = None
         while len(ids) < BULK_MAX:
             page = await self.store.list_jobs(
                 status=Status.DEAD, pool=pool, name=name, q=q, limit=200, cursor=cursor
             )
-            ids += [str(row["id"]) for row in page.rows][: BULK_MAX - len(ids)]
+            ids += [(str(row["pool"]), str(row["id"])) for row in page.rows][: BULK_MAX - len(ids)]
             if page.cursor is None:
                 return ids, False
             cursor = page.cursor
         return ids, True
+
+    async def _in_dlq(self, job_id: str, call: Callable[..., calls.Call[T]]) -> T | None:
+        """Run a DLQ script on the pool that holds `job_id`; None when no pool does."""
+        pool = await self.store.where(job_id)
+        if pool is None:
+            return None
+        return await self.store.run(call(self.store.at(pool), job_id=job_id))
 
     async def dlq_retry_matching(
         self, pool: str = "", name: str = "", q: str = ""
@@ -896,8 +917,8 @@ class Queue:
         """Retry every dead-lettered job matching the filter (at most BULK_MAX per call)."""
         ids, more = await self._dead_matching(pool, name, q)
         retried = 0
-        for ident in ids:
-            outcome, _ = await self.store.run(calls.dlq_retry(self.store.keys, job_id=ident))
+        for pool_of, ident in ids:
+            outcome, _ = await self.store.run(calls.dlq_retry(self.store.at(pool_of), job_id=ident))
             retried += outcome == "retried"
         return {"retried": retried, "more": more}
 
@@ -907,15 +928,15 @@ class Queue:
         """Delete every dead-lettered job matching the filter (at most BULK_MAX per call)."""
         ids, more = await self._dead_matching(pool, name, q)
         deleted = 0
-        for ident in ids:
-            gone = await self.store.run(calls.dlq_delete(self.store.keys, job_id=ident))
+        for pool_of, ident in ids:
+            gone = await self.store.run(calls.dlq_delete(self.store.at(pool_of), job_id=ident))
             deleted += gone is not None
         return {"deleted": deleted, "more": more}
 
     async def dlq_retry(self, job_id: str) -> Enqueued:
         """Run a dead-lettered job again, under the same id, with fresh tries. A second retry of
         the same entry (while the first one's job is not dead again) is a Conflict."""
-        outcome, status = await self.store.run(calls.dlq_retry(self.store.keys, job_id=job_id))
+        outcome, status = await self._in_dlq(job_id, calls.dlq_retry) or ("missing", "")
         if outcome == "missing":
             raise NotFound(f"no dead-lettered job {job_id!r}")
         if outcome == "conflict":

@@ -209,16 +209,24 @@ def fire(
     except Exception as exc:  # a definition we did not write: it stops, the rest go on
         log.error("scheduler %s cannot run (%s); it stops", scheduler_id, exc)
         scheduler, job_id, next_due = None, None, None
-    _, job = store.run(
-        calls.fire(
-            store.keys,
-            scheduler_id=scheduler_id,
-            due=at,
-            job_id=job_id,
-            next_due=next_due,
-            now=now,
+    made = False
+    if job_id is not None and scheduler is not None:
+        # the job first, in its pool's store (made once: its id is the due time's), then the
+        # scheduler moves on in the shared keys; a crash between the two makes it again,
+        # finds it made, and moves on
+        pool = str(scheduler.job.get("pool", ""))
+        made = store.run(
+            calls.fire(
+                store.at(pool),
+                scheduler_id=scheduler_id,
+                job_id=job_id,
+                job=json.dumps(scheduler.job),
+                now=now,
+            )
         )
+    store.run(
+        calls.advance(store.keys, scheduler_id=scheduler_id, due=at, next_due=next_due, now=now)
     )
-    if job and scheduler is not None:
+    if made and scheduler is not None:
         metrics.count_enqueue(scheduler.job.get("pool", ""), scheduler.job_name)
-    return job
+    return job_id if made else None

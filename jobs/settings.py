@@ -246,12 +246,24 @@ class Settings:
         if self.ack_replicas_timeout < 0.001:
             # WAIT's timeout 0 would block for ever
             raise SettingsError("ACK_REPLICAS_TIMEOUT must be at least 0.001 (seconds)")
+        if self.ack_replicas > 0 and self.cluster:
+            # WAIT answers for the connection it runs on; a batch of a Cluster spans nodes
+            raise SettingsError("ACK_REPLICAS is not supported with a redis+cluster:// URL")
         return self
 
     @property
     def prefix(self) -> str:
-        """The key prefix inside a hash tag, so every key lands on one Cluster slot."""
+        """The hash tag of the keys no pool owns (registry, schedulers, node names)."""
         return "{" + self.key_prefix + "}"
+
+    def pool_prefix(self, pool: str) -> str:
+        """The hash tag of one pool's keys: each pool is one Cluster slot of its own."""
+        return "{" + self.key_prefix + ":" + pool + "}"
+
+    @property
+    def cluster(self) -> bool:
+        """Whether REDIS_URL names a Redis Cluster (redis+cluster://seed,seed...)."""
+        return (self.redis_url or "").split("://")[0] in ("redis+cluster", "rediss+cluster")
 
     @property
     def warnings(self) -> list[str]:

@@ -352,7 +352,7 @@ async def ready(request: Request) -> Response:
 
 
 async def _store_gauges(q: Queue) -> gauges.Gauges:
-    return await gauges.read(q.redis, q.store.keys, await q.pools())
+    return await gauges.read(q.redis, q.store.at, await q.pools())
 
 
 async def metrics_endpoint(request: Request) -> Response:

@@ -6,7 +6,7 @@ import json
 import logging
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -121,5 +121,6 @@ HANDLERS: dict[Any, Any] = {
     Conflict: on_conflict,
     Unavailable: on_unavailable,
     RedisError: on_redis_error,
+    RedisClusterException: on_redis_error,  # a Cluster's, outside RedisError (SlotNotCovered)
     Exception: on_unexpected,
 }

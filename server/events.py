@@ -1,8 +1,9 @@
 """GET /events: job state changes as server-sent events.
 
-One reader per HTTP worker follows the store's event stream and hands each change to the
-connected clients whose filter it matches; a client that reconnects with `Last-Event-ID`
-first gets what it missed, as far back as the stream keeps. A client too slow to keep up is
+One reader per pool in each HTTP worker follows that pool's event stream (each pool keeps its
+own, in its own slot) and hands each change to the connected clients whose filter it matches;
+a client that reconnects with `Last-Event-ID` first gets what it missed, as far back as the
+streams keep (event ids are the server's milliseconds: every pool's stream is read from it). A client too slow to keep up is
 disconnected (its browser reconnects and resumes). Streams end when the worker shuts down.
 """
 
@@ -88,29 +89,31 @@ class Subscriber:
 
 
 class Hub:
-    """The one reader of the event stream in this process, and its subscribers."""
+    """The readers of the pools' event streams in this process, and their subscribers."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.subscribers: set[Subscriber] = set()
-        self.task: asyncio.Task[None] | None = None
+        self.tasks: dict[str, asyncio.Task[None]] = {}
         self.starting = asyncio.Lock()
 
     async def subscribe(self, sub: Subscriber) -> None:
         """From now on `sub` gets every event that matches it."""
         self.subscribers.add(sub)
         async with self.starting:
-            if self.task is None or self.task.done():
-                newest = await self.store.redis.xrevrange(self.store.keys.events, count=1)
-                self.task = asyncio.create_task(self.follow(str(newest[0][0]) if newest else "0-0"))
+            for pool in await self.store.known():
+                task = self.tasks.get(pool)
+                if task is None or task.done():
+                    newest = await self.store.newest_event(pool)
+                    self.tasks[pool] = asyncio.create_task(self.follow(pool, newest))
 
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
 
-    async def follow(self, last: str) -> None:
+    async def follow(self, pool: str, last: str) -> None:
         while self.subscribers:
             try:
-                entries = await self.store.events(last, count=500, block_ms=READ_BLOCK_MS)
+                entries = await self.store.events(pool, last, count=500, block_ms=READ_BLOCK_MS)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis away: keep the clients, try again
@@ -148,7 +151,7 @@ async def backlog(store: Store, after: str, sub: Subscriber) -> AsyncIterator[tu
     """What a reconnecting client missed since `after`, oldest first, at most BACKLOG_MAX."""
     sent = 0
     while sent < BACKLOG_MAX:
-        entries = await store.events(after, count=500)
+        entries = await store.events_after(after, count=500)
         if not entries:
             return
         for ident, fields in entries:
@@ -165,13 +168,13 @@ async def events(request: Request) -> StreamingResponse:
     hub = hub_of(request)
 
     async def stream() -> AsyncIterator[bytes]:
-        seen = (0, 0)
+        seen: dict[str, tuple[int, int]] = {}  # per pool: the newest sent from the backlog
         try:
             await hub.subscribe(sub)  # first, so nothing falls between the backlog and live ones
             yield b"retry: 2000\n\n"
             if resume and valid_id(resume):
                 async for ident, fields in backlog(hub.store, resume, sub):
-                    seen = stream_id(ident)
+                    seen[fields.get("pool", "")] = stream_id(ident)
                     yield frame(ident, fields)
             stop = asyncio.ensure_future(stopping().wait())
             try:
@@ -189,7 +192,7 @@ async def events(request: Request) -> StreamingResponse:
                     if item is None:
                         return
                     ident, fields = item
-                    if stream_id(ident) > seen:
+                    if stream_id(ident) > seen.get(fields.get("pool", ""), (0, 0)):
                         yield frame(ident, fields)
             finally:
                 stop.cancel()

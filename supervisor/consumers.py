@@ -137,7 +137,7 @@ class Consumers:
         if self.store is None:
             return
         call = calls.heartbeat(
-            self.store.keys,
+            self.store.at(child.meta["pool"]),
             self.settings,
             cid=child.name,
             pool=child.meta["pool"],

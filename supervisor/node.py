@@ -12,7 +12,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from jobs.settings import Settings
-from jobs.store import Keys
+from jobs.store import Shared
 
 log = logging.getLogger("supervisor.node")
 
@@ -43,7 +43,7 @@ class NodeClaim:
     """
 
     def __init__(self, settings: Settings) -> None:
-        self.key = Keys(settings.prefix).node(settings.node_name)
+        self.key = Shared(settings.prefix).node(settings.node_name)
         self.name = settings.node_name
         self.me = json.dumps(
             {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}

@@ -37,7 +37,7 @@ def warn_about_store(store: SyncStore, settings: Settings) -> None:
 
 def warn_about_unserved_pools(store: SyncStore, settings: Settings) -> None:
     try:
-        unserved = store.run(calls.unserved(store.keys, settings.pools))
+        unserved = store.unserved(set(settings.pools))
     except RedisError:
         return
     for pool, count in unserved.items():
@@ -48,7 +48,9 @@ def set_pool_limits(store: SyncStore, settings: Settings) -> None:
     """POOL_LIMITS: set at each start, for every node (the API may change them later)."""
     for pool, limits in settings.pool_limits.items():
         try:
-            store.run(calls.control(store.keys, pool=pool, what="limits", limits=limits or None))
+            store.run(
+                calls.control(store.at(pool), pool=pool, what="limits", limits=limits or None)
+            )
         except RedisError as exc:
             log.warning("could not set the limits of pool %s: %s", pool, exc)
 

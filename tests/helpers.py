@@ -246,7 +246,7 @@ class Service:
         with self.store() as client:
             pipe = client.pipeline(transaction=False)
             for job_id in ids:
-                pipe.hget("{mq}:job:" + job_id, "status")
+                pipe.hget("{mq:default}:job:" + job_id, "status")
             return dict(zip(ids, pipe.execute(), strict=True))
 
     def wait_all_completed(self, ids: list[str], timeout: float = 60) -> None:

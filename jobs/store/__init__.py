@@ -5,11 +5,20 @@ Scripts (`lua/*.lua`, one header in `lua/_lib.lua` lists every key and the life 
 the functions of one library (`library`), called through `calls`, one function per script;
 `Store` runs them on an asyncio client, `SyncStore` on a blocking one (the heartbeat thread,
 the master).
+
+Each pool's keys share a hash tag of their own (`Store.at(pool)`), so that each script touches
+one slot and a Redis Cluster may hold pools on different nodes; the keys no pool owns share
+another (`Store.keys`). Reads that span pools (a job by id, the listing, counts, the DLQ, the
+events) ask every known pool and merge the answers: the same code on one server and on a
+Cluster.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
+import time
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from redis.exceptions import ResponseError
@@ -18,7 +27,7 @@ from jobs.settings import Settings
 from jobs.store import calls, library
 from jobs.store.batch import Batcher, Unreplicated
 from jobs.store.calls import Call
-from jobs.store.keys import Keys
+from jobs.store.keys import Keys, Shared
 from jobs.store.types import (
     TERMINAL,
     Beat,
@@ -46,6 +55,7 @@ __all__ = [
     "Recorded",
     "Recovered",
     "Registered",
+    "Shared",
     "Status",
     "Store",
     "SyncStore",
@@ -53,6 +63,8 @@ __all__ = [
     "Unreplicated",
     "Written",
     "calls",
+    "listing",
+    "merge_pages",
 ]
 
 SCRIPTS = tuple(library.scripts())
@@ -70,21 +82,108 @@ LOG_LINES = 100
 LOG_LINE_BYTES = 640
 # the counts of a minute of GET /queue/history
 HISTORY_FIELDS = ("completed", "failed", "deadLettered")
+# how long a process trusts its copy of the pool registry (pools appear rarely; the configured
+# ones are always known)
+POOLS_SECONDS = 1.0
 
 T = TypeVar("T")
+
+
+def _stream_id(ident: str) -> tuple[int, int]:
+    ms, _, seq = ident.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _server_ms(reply: tuple[int, int] | list[int]) -> int:
     return int(reply[0]) * 1000 + int(reply[1]) // 1000
 
 
-class Store:
+class Pools:
+    """The keys of each pool, and the pools this process knows: its configured ones and the
+    registry's (every pool a consumer has served)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = Shared(settings.prefix)
+        self._at: dict[str, Keys] = {}
+        self._known: tuple[float, list[str]] = (-POOLS_SECONDS, [])
+
+    def at(self, pool: str) -> Keys:
+        keys = self._at.get(pool)
+        if keys is None:
+            keys = self._at[pool] = Keys(self.settings.pool_prefix(pool))
+        return keys
+
+    def _fresh(self) -> list[str] | None:
+        at, known = self._known
+        return known if time.monotonic() - at < POOLS_SECONDS else None
+
+    def _remember(self, registered: set[str]) -> list[str]:
+        known = sorted(set(self.settings.pools) | registered)
+        self._known = (time.monotonic(), known)
+        return known
+
+
+def _newest(pools: list[str], created: list[Any]) -> str | None:
+    """The pool whose record of an id is the newest (an id is unique within its pool)."""
+    found = [(int(c), pool) for pool, c in zip(pools, created, strict=True) if c is not None]
+    return max(found)[1] if found else None
+
+
+def listing(
+    at: Callable[[str], Keys],
+    pools: list[str],
+    filters: dict[str, str],
+    limit: int,
+    cursor: str | None,
+) -> list[Call[Page]]:
+    """The list calls of one page over `pools` (`at` gives a pool's keys), sharing the budget;
+    merge their pages with merge_pages. `filters`: status, pool, name, q."""
+    return [
+        calls.list_jobs(
+            at(pool),
+            status=filters.get("status", ""),
+            pool=filters.get("pool", ""),
+            name=filters.get("name", ""),
+            q=filters.get("q", ""),
+            limit=limit,
+            budget=LIST_BUDGET // len(pools) + 1,
+            data_bytes=LIST_DATA_BYTES // len(pools) + 1,
+            cursor=cursor,
+        )
+        for pool in pools
+    ]
+
+
+def merge_pages(pages: list[Page], limit: int) -> Page:
+    """One page, newest first, of the pages of several pools walked from one cursor. A pool
+    that stopped early (its budget) marks how far the merged page may go: what lies beyond
+    is on the next page, from the cursor returned."""
+
+    def at(row: dict[str, Any]) -> tuple[int, str]:
+        return int(row["createdAt"] or 0), str(row["id"])
+
+    def mark(cursor: str) -> tuple[int, str]:
+        score, _, ident = cursor.partition(":")
+        return int(float(score)), ident
+
+    stops = [mark(p.cursor) for p in pages if p.cursor is not None]
+    frontier = max(stops) if stops else None
+    rows = heapq.merge(*(p.rows for p in pages), key=at, reverse=True)
+    kept = [r for r in rows if frontier is None or at(r) >= frontier]
+    if len(kept) > limit or (len(kept) == limit and frontier is not None):
+        kept = kept[:limit]
+        last = at(kept[-1])
+        return Page(kept, f"{last[0]}:{last[1]}")
+    return Page(kept, None if frontier is None else f"{frontier[0]}:{frontier[1]}")
+
+
+class Store(Pools):
     """The store on an asyncio client."""
 
     def __init__(self, redis: Any, settings: Settings) -> None:
+        super().__init__(settings)
         self.redis = redis
-        self.settings = settings
-        self.keys = Keys(settings.prefix)
         # enqueues wait for ACK_REPLICAS replicas (a WAIT at the end of their batch)
         kinds = {
             "enqueue": Batcher(redis, settings.replica_wait),
@@ -114,15 +213,38 @@ class Store:
 
     # the scripts the asyncio side calls
 
+    async def known(self) -> list[str]:
+        """Every pool: the configured ones and the registry's."""
+        return self._fresh() or self._remember(set(await self.redis.smembers(self.keys.pools)))
+
+    async def register(
+        self, cid: str, pool: str, instance: str, info: str, caps: dict[str, int] | None
+    ) -> Registered:
+        """A consumer takes its slot; its pool joins the registry."""
+        done = await self.run(
+            calls.register(
+                self.at(pool),
+                self.settings,
+                cid=cid,
+                pool=pool,
+                instance=instance,
+                info=info,
+                caps=caps,
+            )
+        )
+        if done.ok:
+            await self.redis.sadd(self.keys.pools, pool)
+        return done
+
     async def claim(self, cid: str, pool: str, instance: str, n: int) -> Claimed:
         return await self.run(
-            calls.claim(self.keys, self.settings, cid=cid, pool=pool, instance=instance, n=n)
+            calls.claim(self.at(pool), self.settings, cid=cid, pool=pool, instance=instance, n=n)
         )
 
     async def finish(self, cid: str, pool: str, job: Try, outcome: str, **extra: Any) -> Recorded:
         return await self.run(
             calls.finish(
-                self.keys,
+                self.at(pool),
                 self.settings,
                 job_id=job.id,
                 cid=cid,
@@ -133,13 +255,15 @@ class Store:
             )
         )
 
-    async def progress(self, job_id: str, token: str, value: str) -> bool:
-        return await self.run(calls.progress(self.keys, job_id=job_id, token=token, value=value))
+    async def progress(self, pool: str, job_id: str, token: str, value: str) -> bool:
+        return await self.run(
+            calls.progress(self.at(pool), job_id=job_id, token=token, value=value)
+        )
 
-    async def log(self, job_id: str, token: str, text: str) -> bool:
+    async def log(self, pool: str, job_id: str, token: str, text: str) -> bool:
         line = text.encode("utf-8", "replace")[:LOG_LINE_BYTES].decode("utf-8", "ignore")
         return await self.run(
-            calls.log(self.keys, job_id=job_id, token=token, text=line, lines=LOG_LINES)
+            calls.log(self.at(pool), job_id=job_id, token=token, text=line, lines=LOG_LINES)
         )
 
     async def list_jobs(
@@ -152,19 +276,11 @@ class Store:
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page:
-        return await self.run(
-            calls.list_jobs(
-                self.keys,
-                status=status,
-                pool=pool,
-                name=name,
-                q=q,
-                limit=limit,
-                budget=LIST_BUDGET,
-                data_bytes=LIST_DATA_BYTES,
-                cursor=cursor,
-            )
-        )
+        """A page of the listing over every pool (or `pool`), newest first."""
+        pools = [pool] if pool else await self.known()
+        filters = {"status": status, "pool": pool, "name": name, "q": q}
+        pages = [await self.run(call) for call in listing(self.at, pools, filters, limit, cursor)]
+        return merge_pages(pages, limit)
 
     async def failed_logins(self, client: str) -> tuple[int, int]:
         """Failed dashboard logins of a client address in the current window, and the
@@ -176,9 +292,10 @@ class Store:
         return int(count or 0), max(int(ttl), 1)
 
     async def count_failed_login(self, client: str, window: int) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
+        # the window starts with the first failure (no MULTI: a Cluster pipeline has none)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.logins(client), 0, ex=window, nx=True)
             pipe.incr(self.keys.logins(client))
-            pipe.expire(self.keys.logins(client), window, nx=True)
             await pipe.execute()
 
     # reads
@@ -186,24 +303,38 @@ class Store:
     async def server_ms(self) -> int:
         return _server_ms(await self.redis.time())
 
+    async def where(self, job_id: str) -> str | None:
+        """The pool that holds job `job_id` (the newest record, should two pools hold one)."""
+        pools = await self.known()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pool in pools:
+                pipe.hget(self.at(pool).job(job_id), "createdAt")
+            created = await pipe.execute()
+        return _newest(pools, created)
+
     async def job(self, job_id: str) -> dict[str, str]:
-        raw: dict[str, str] = await self.redis.hgetall(self.keys.job(job_id))
+        pool = await self.where(job_id)
+        if pool is None:
+            return {}
+        raw: dict[str, str] = await self.redis.hgetall(self.at(pool).job(job_id))
         return raw
 
     async def pools(self, configured: set[str]) -> list[str]:
-        return sorted(configured | set(await self.redis.smembers(self.keys.pools)))
+        return self._remember(set(await self.redis.smembers(self.keys.pools)) | configured)
 
     async def flow(self, pools: list[str]) -> dict[str, dict[str, Any]]:
         """Each pool's flow control as it stands: its control state, its held tries and its
         starts in the rate period, by the server's clock."""
-        k = self.keys
+        clock = (
+            await self.redis.time()
+        )  # not in the pipeline: a Cluster's takes only keyed commands
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.time()
             for pool in pools:
+                k = self.at(pool)
                 pipe.hmget(k.control(pool), "paused", "limits", "caps", "holdUntil")
                 pipe.hget(k.running(pool), "all")
                 pipe.zrange(k.starts(pool), 0, -1, withscores=True)
-            out = await pipe.execute()
+            out = [clock, *await pipe.execute()]
         seconds, micros = out[0]
         now = int(seconds) * 1000 + int(micros) // 1000
         found: dict[str, dict[str, Any]] = {}
@@ -228,39 +359,41 @@ class Store:
         period = float(rate.get("period") or 0) * 1000
         now = await self.server_ms()
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hget(self.keys.running(pool), f"g:{group}")
-            pipe.zcount(self.keys.gstarts(pool, group), now - period, "+inf")
+            pipe.hget(self.at(pool).running(pool), f"g:{group}")
+            pipe.zcount(self.at(pool).gstarts(pool, group), now - period, "+inf")
             running, started = await pipe.execute()
         return int(running or 0), int(started)
 
     async def consumers(self, pools: list[str]) -> dict[str, Any]:
         """Counts and consumers over `pools`, judged by the server's clock."""
-        k = self.keys
+        clock = await self.redis.time()  # as in flow()
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.time()
-            pipe.hgetall(k.stats)
             for pool in pools:
+                k = self.at(pool)
+                pipe.hgetall(k.stats)
                 pipe.zrange(k.workers(pool), 0, -1, withscores=True)
                 pipe.zcard(k.delayed(pool))
                 pipe.smembers(k.draining(pool))
-            head = await pipe.execute()
+            head = [clock, *await pipe.execute()]
         now = _server_ms(head[0])
+        counters: dict[str, int] = {}
         members: list[tuple[str, str, float, bool]] = []
-        due_or_later: list[str] = []
         for i, pool in enumerate(pools):
-            workers, _, draining = head[2 + 3 * i : 5 + 3 * i]
+            stats, workers, _, draining = head[1 + 4 * i : 5 + 4 * i]
+            for field, value in stats.items():
+                counters[field] = counters.get(field, 0) + int(value)
             members += [(cid, pool, expiry, cid in draining) for cid, expiry in workers]
-            due_or_later.append(pool)
         async with self.redis.pipeline(transaction=False) as pipe:
             for pool in pools:
-                pipe.zcount(k.delayed(pool), "-inf", now)
-            for cid, _, _, _ in members:
+                pipe.zcount(self.at(pool).delayed(pool), "-inf", now)
+            for cid, pool, _, _ in members:
+                k = self.at(pool)
                 pipe.zcard(k.ready(cid))
                 pipe.zcard(k.active(cid))
                 pipe.hgetall(k.worker(cid))
             rows = await pipe.execute()
         due = sum(rows[: len(pools)])
-        delayed_total = sum(head[3 + 3 * i] for i in range(len(pools)))
+        delayed_total = sum(head[3 + 4 * i] for i in range(len(pools)))
         rows = rows[len(pools) :]
         waiting, active, workers_out = due, 0, []
         for i, (cid, pool, expiry, draining) in enumerate(members):
@@ -285,7 +418,7 @@ class Store:
             )
         return {
             "now": now,
-            "counters": head[1],
+            "counters": counters,
             "waiting": waiting,
             "active": active,
             "delayed": delayed_total - due,
@@ -295,7 +428,12 @@ class Store:
     async def unserved(self, configured: set[str]) -> dict[str, int]:
         """Pools that hold jobs but are not configured here (removed from POOLS): their jobs
         wait for ever unless moved. Pool -> jobs waiting in it."""
-        return await self.run(calls.unserved(self.keys, configured))
+        registered = set(await self.redis.smembers(self.keys.pools)) - configured
+        counts = {
+            pool: await self.run(calls.waiting(self.at(pool), pool=pool))
+            for pool in sorted(registered)
+        }
+        return {pool: count for pool, count in counts.items() if count}
 
     async def accepting(self, pools: list[str]) -> dict[str, int]:
         """Pool -> how many of its consumers are live and take new jobs (not draining), as the
@@ -303,35 +441,45 @@ class Store:
         now = await self.server_ms()
         async with self.redis.pipeline(transaction=False) as pipe:
             for pool in pools:
-                pipe.zrangebyscore(self.keys.workers(pool), now, "+inf")
-                pipe.smembers(self.keys.draining(pool))
+                pipe.zrangebyscore(self.at(pool).workers(pool), now, "+inf")
+                pipe.smembers(self.at(pool).draining(pool))
             rows = await pipe.execute()
         return {pool: len(set(rows[2 * i]) - set(rows[2 * i + 1])) for i, pool in enumerate(pools)}
 
     async def dlq_page(self, limit: int, offset: int) -> dict[str, Any]:
-        """Dead-lettered records, newest first, at most `limit` and about DLQ_PAGE_BYTES."""
-        k = self.keys
+        """Dead-lettered records of every pool, newest first, at most `limit` and about
+        DLQ_PAGE_BYTES."""
+        pools = await self.known()
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zrevrange(k.dlq, offset, offset + limit - 1)
-            pipe.zcard(k.dlq)
-            pipe.hget(k.stats, "dlqDropped")
-            ids, total, dropped = await pipe.execute()
+            for pool in pools:
+                k = self.at(pool)
+                pipe.zrevrange(k.dlq, 0, offset + limit - 1, withscores=True)
+                pipe.zcard(k.dlq)
+                pipe.hget(k.stats, "dlqDropped")
+            rows = await pipe.execute()
+        entries = heapq.merge(
+            *([(at, ident, pool) for ident, at in rows[3 * i]] for i, pool in enumerate(pools)),
+            reverse=True,
+        )
+        page = list(entries)[offset : offset + limit]
+        total = sum(rows[3 * i + 1] for i in range(len(pools)))
+        dropped = sum(int(rows[3 * i + 2] or 0) for i in range(len(pools)))
         records: list[dict[str, str]] = []
         size = 0
-        for ident in ids:
+        for _, ident, pool in page:
             # one at a time: a page of large records must not arrive as one huge reply
-            raw: dict[str, str] = await self.redis.hgetall(k.job(ident))
+            raw: dict[str, str] = await self.redis.hgetall(self.at(pool).job(ident))
             if raw:
                 size += sum(len(v) for v in raw.values())
                 if records and size > DLQ_PAGE_BYTES:
                     break
                 records.append(raw)
-        return {"records": records, "total": total, "dropped": int(dropped or 0)}
+        return {"records": records, "total": total, "dropped": dropped}
 
-    async def logs(self, job_id: str) -> list[dict[str, Any]]:
+    async def logs(self, pool: str, job_id: str) -> list[dict[str, Any]]:
         """The lines a job wrote with ctx.log, oldest first: {at (server ms), text}."""
         lines: list[dict[str, Any]] = []
-        for raw in await self.redis.lrange(self.keys.logs(job_id), 0, -1):
+        for raw in await self.redis.lrange(self.at(pool).logs(job_id), 0, -1):
             try:
                 line = json.loads(raw)
                 lines.append({"at": int(line["at"]), "text": str(line["text"])})
@@ -347,7 +495,7 @@ class Store:
         async with self.redis.pipeline(transaction=False) as pipe:
             for pool in pools:
                 for minute in range(first, last + 1):
-                    pipe.hmget(self.keys.minute(pool, minute), HISTORY_FIELDS)
+                    pipe.hmget(self.at(pool).minute(pool, minute), HISTORY_FIELDS)
             rows = await pipe.execute()
         out: dict[str, Any] = {}
         for i, pool in enumerate(pools):
@@ -358,16 +506,25 @@ class Store:
         return first * 60_000, out
 
     async def events(
-        self, after: str, count: int = 500, block_ms: int | None = None
+        self, pool: str, after: str, count: int = 500, block_ms: int | None = None
     ) -> list[tuple[str, dict[str, str]]]:
-        """Job state changes after stream id `after` ('$' for only new ones), oldest first."""
-        reply = await self.redis.xread({self.keys.events: after}, count=count, block=block_ms)
+        """Job state changes of `pool` after stream id `after`, oldest first."""
+        key = self.at(pool).events
+        reply = await self.redis.xread({key: after}, count=count, block=block_ms)
         return [(ident, fields) for _, entries in reply or [] for ident, fields in entries]
 
-    async def first_event_id(self) -> str | None:
-        """The oldest event still kept, or None when there is none."""
-        head = await self.redis.xrange(self.keys.events, count=1)
-        return str(head[0][0]) if head else None
+    async def newest_event(self, pool: str) -> str:
+        """The id of `pool`'s newest event ('0-0' when there is none)."""
+        newest = await self.redis.xrevrange(self.at(pool).events, count=1)
+        return str(newest[0][0]) if newest else "0-0"
+
+    async def events_after(self, after: str, count: int) -> list[tuple[str, dict[str, str]]]:
+        """The first `count` changes of every pool after stream id `after`, oldest first
+        (stream ids are the server's milliseconds, so the pools' streams interleave by time)."""
+        pools = await self.known()
+        found = [await self.events(pool, after, count) for pool in pools]
+        merged = heapq.merge(*found, key=lambda entry: _stream_id(entry[0]))
+        return list(merged)[:count]
 
     async def schedulers(self) -> dict[str, tuple[str, int | None]]:
         """Every scheduler: id -> (its stored definition, its next due time or None)."""
@@ -386,19 +543,19 @@ class Store:
         return None if raw is None else (raw, None if due is None else int(due))
 
     async def dlq_record(self, job_id: str) -> dict[str, str] | None:
-        if await self.redis.zscore(self.keys.dlq, job_id) is None:
+        pool = await self.where(job_id)
+        if pool is None or await self.redis.zscore(self.at(pool).dlq, job_id) is None:
             return None
-        raw: dict[str, str] = await self.redis.hgetall(self.keys.job(job_id))
+        raw: dict[str, str] = await self.redis.hgetall(self.at(pool).job(job_id))
         return raw or None
 
 
-class SyncStore:
+class SyncStore(Pools):
     """The store on a blocking client, for the heartbeat thread and the master."""
 
     def __init__(self, redis: Any, settings: Settings) -> None:
+        super().__init__(settings)
         self.redis = redis
-        self.settings = settings
-        self.keys = Keys(settings.prefix)
 
     def run(self, call: Call[T]) -> T:
         command = (library.function(call.script), len(call.keys), *call.keys, *call.args)
@@ -421,7 +578,7 @@ class SyncStore:
         while True:
             r = self.run(
                 calls.recover(
-                    self.keys, self.settings, cid=cid, pool=pool, instance=instance, now=now
+                    self.at(pool), self.settings, cid=cid, pool=pool, instance=instance, now=now
                 )
             )
             moved, ended = moved + r.moved, ended + r.ended
@@ -433,7 +590,7 @@ class SyncStore:
         consumer sweeps it now: how many went back and the tries that ended."""
         moved, ended = 0, Recovered("", 0).ended
         while True:
-            r = self.run(calls.sweep(self.keys, self.settings, pool=pool, cid=cid))
+            r = self.run(calls.sweep(self.at(pool), self.settings, pool=pool, cid=cid))
             moved, ended = moved + r.moved, ended + r.ended
             if r.state != "more":
                 return Recovered(r.state, moved, ended)
@@ -451,10 +608,8 @@ class SyncStore:
     ) -> tuple[int, list[tuple[str, int, str | None]]]:
         """The server time (or `now`) and the schedulers due by then, earliest first, at most
         `limit`: (id, due time, definition or None when deleted)."""
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.time()
-            pipe.zrange(self.keys.schedule, 0, limit - 1, withscores=True)
-            clock, first = pipe.execute()
+        clock = self.redis.time()
+        first = self.redis.zrange(self.keys.schedule, 0, limit - 1, withscores=True)
         at = _server_ms(clock) if now is None else now
         due = [(ident, int(score)) for ident, score in first if score <= at]
         if not due:
@@ -462,14 +617,35 @@ class SyncStore:
         raws = self.redis.hmget(self.keys.schedulers, [ident for ident, _ in due])
         return at, [(ident, score, raw) for (ident, score), raw in zip(due, raws, strict=True)]
 
-    def move_pool(self, source: str, target: str) -> int:
+    def unserved(self, configured: set[str]) -> dict[str, int]:
+        """As Store.unserved."""
+        registered = set(self.redis.smembers(self.keys.pools)) - configured
+        counts = {
+            pool: self.run(calls.waiting(self.at(pool), pool=pool)) for pool in sorted(registered)
+        }
+        return {pool: count for pool, count in counts.items() if count}
+
+    def move_pool(self, source: str, target: str, now: int | None = None) -> int:
         """Move every job of pool `source` (no longer served) to `target`; how many moved.
-        Raises ValueError while a consumer of `source` is live."""
-        moved = 0
+        Raises ValueError while a consumer of `source` is live. Each job is copied to
+        `target`'s store, then deleted from `source`'s (two slots: never one script)."""
+        moved, adopted = 0, list[str]()
         while True:
-            r = self.run(calls.move_pool(self.keys, self.settings, source=source, target=target))
-            if r.state == "live":
+            state, jobs = self.run(
+                calls.move_pool(
+                    self.at(source),
+                    self.settings,
+                    source=source,
+                    target=target,
+                    adopted=adopted,
+                    now=now,
+                )
+            )
+            if state == "live":
                 raise ValueError(f"pool {source!r} still has a live consumer")
-            moved += r.moved
-            if r.state == "done":
+            if state == "done":
+                self.redis.srem(self.keys.pools, source)
                 return moved
+            if jobs:
+                moved += self.run(calls.adopt(self.at(target), pool=target, jobs=jobs, now=now))
+            adopted = [ident for ident, _, _ in jobs]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from jobs.settings import Settings
-from jobs.store.keys import Keys
+from jobs.store.keys import Keys, Shared
 from jobs.store.types import (
     Beat,
     Claimed,
@@ -282,7 +282,7 @@ def register(
 ) -> Call[Registered]:
     return Call(
         "register",
-        [k.workers(pool), k.worker(cid), k.draining(pool), k.pools, k.wake(cid)],
+        [k.workers(pool), k.worker(cid), k.draining(pool), k.wake(cid)],
         [
             k.prefix,
             _now(now),
@@ -448,28 +448,44 @@ def move_pool(
     *,
     source: str,
     target: str,
+    adopted: Iterable[str] = (),
     batch: int = RECOVER_BATCH,
     now: int | None = None,
-) -> Call[Recovered]:
+) -> Call[tuple[str, list[tuple[str, str, dict[str, str]]]]]:
+    """On `source`'s store (`k`): forget the jobs `target` holds now (`adopted`), then answer
+    the next batch of jobs to move as (id, due ms, record)."""
+
+    def decode(r: Any) -> tuple[str, list[tuple[str, str, dict[str, str]]]]:
+        return r[0], [(str(row[0]), str(row[1]), _pairs(row[2])) for row in r[1]]
+
     return Call(
         "move_pool",
-        [k.workers(source), k.delayed(source), k.delayed(target), k.pools],
-        [k.prefix, _now(now), *_recover_args(s, batch, source), target],
-        lambda r: Recovered(r[0], int(r[1])),
+        [k.workers(source), k.delayed(source)],
+        [k.prefix, _now(now), *_recover_args(s, batch, source), target, *adopted],
+        decode,
     )
 
 
-def unserved(k: Keys, configured: Iterable[str], now: int | None = None) -> Call[dict[str, int]]:
+def adopt(
+    k: Keys, *, pool: str, jobs: list[tuple[str, str, dict[str, str]]], now: int | None = None
+) -> Call[int]:
+    """On `pool`'s store (`k`): take in the jobs another pool's store answered (move_pool),
+    each once however often it comes; how many were new here."""
     return Call(
-        "unserved",
-        [k.pools],
-        [k.prefix, _now(now), *sorted(configured)],
-        lambda r: {pool: int(count) for pool, count in _pairs(r).items()},
+        "adopt",
+        [k.delayed(pool)],
+        [k.prefix, _now(now), pool, json.dumps(jobs, separators=(",", ":"))],
+        int,
     )
+
+
+def waiting(k: Keys, *, pool: str, now: int | None = None) -> Call[int]:
+    """Jobs held in `pool` (its delayed set and its consumers' queues and tries)."""
+    return Call("waiting", [k.workers(pool), k.delayed(pool)], [k.prefix, _now(now)], int)
 
 
 def put_scheduler(
-    k: Keys, *, scheduler_id: str, definition: str, next_due: int | None, now: int | None = None
+    k: Shared, *, scheduler_id: str, definition: str, next_due: int | None, now: int | None = None
 ) -> Call[bool]:
     """Write a scheduler; `next_due` None keeps it without running it (paused, ended)."""
     return Call(
@@ -480,7 +496,7 @@ def put_scheduler(
     )
 
 
-def delete_scheduler(k: Keys, *, scheduler_id: str, now: int | None = None) -> Call[bool]:
+def delete_scheduler(k: Shared, *, scheduler_id: str, now: int | None = None) -> Call[bool]:
     return Call(
         "scheduler",
         [k.schedulers, k.schedule],
@@ -489,20 +505,32 @@ def delete_scheduler(k: Keys, *, scheduler_id: str, now: int | None = None) -> C
     )
 
 
+def advance(
+    k: Shared, *, scheduler_id: str, due: int, next_due: int | None, now: int | None = None
+) -> Call[bool]:
+    """Move a scheduler from due time `due` to `next_due` (None: it ended), unless it moved,
+    changed or was deleted since `due` was read; whether it moved now."""
+    return Call(
+        "scheduler",
+        [k.schedulers, k.schedule],
+        [k.prefix, _now(now), scheduler_id, "advance", str(due), _opt(next_due)],
+        lambda r: bool(r),
+    )
+
+
 def fire(
     k: Keys,
     *,
     scheduler_id: str,
-    due: int,
-    job_id: str | None,
-    next_due: int | None,
+    job_id: str,
+    job: str,
     now: int | None = None,
-) -> Call[tuple[str, str | None]]:
-    """Make the job of a scheduler's due time `due` (none when `job_id` is None) and move the
-    scheduler to `next_due`, unless it moved since `due` was read."""
+) -> Call[bool]:
+    """On the pool's store (`k`): make job `job_id` of a scheduler's due time from the
+    scheduler's stored `job` fields (JSON), unless it exists; whether it was made."""
     return Call(
         "fire",
-        [k.schedule, k.schedulers],
-        [k.prefix, _now(now), scheduler_id, due, job_id or "", _opt(next_due)],
-        lambda r: (str(r[0]), r[1] or None),
+        [k.job(job_id)],
+        [k.prefix, _now(now), scheduler_id, job_id, job],
+        lambda r: r == 1,
     )

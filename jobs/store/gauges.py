@@ -3,6 +3,7 @@ O(pools + consumers) commands, none of which walks a queue (cheap at any backlog
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,24 +34,28 @@ def _created_ms(score: float) -> int:
     return int(score) % PRIORITY_STEP
 
 
-async def read(redis: Any, keys: Keys, pools: list[str]) -> Gauges:
+async def read(redis: Any, at: Callable[[str], Keys], pools: list[str]) -> Gauges:
+    """`at` gives a pool's keys (Store.at)."""
+    clock = await redis.time()  # not in the pipeline: a Cluster's takes only keyed commands
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.time()
-        pipe.zcard(keys.dlq)
         for pool in pools:
+            keys = at(pool)
+            pipe.zcard(keys.dlq)
             pipe.zrange(keys.workers(pool), 0, -1, withscores=True)
             pipe.smembers(keys.draining(pool))
             pipe.zcard(keys.delayed(pool))
             pipe.zrange(keys.delayed(pool), 0, 0, withscores=True)
-        head = await pipe.execute()
+        head = [clock, *await pipe.execute()]
     now = _server_ms(head[0])
-    per_pool = [head[2 + 4 * i : 6 + 4 * i] for i in range(len(pools))]
+    per_pool = [head[2 + 5 * i : 6 + 5 * i] for i in range(len(pools))]
+    dlq = sum(head[1 + 5 * i] for i in range(len(pools)))
     # every registered consumer, lapsed ones too: their queues hold jobs until swept
     members = [(i, cid) for i, row in enumerate(per_pool) for cid, _ in row[0]]
     async with redis.pipeline(transaction=False) as pipe:
         for pool in pools:
-            pipe.zcount(keys.delayed(pool), "-inf", now)
-        for _, cid in members:
+            pipe.zcount(at(pool).delayed(pool), "-inf", now)
+        for i, cid in members:
+            keys = at(pools[i])
             pipe.zcard(keys.ready(cid))
             pipe.zcard(keys.active(cid))
             pipe.zrange(keys.ready(cid), 0, 0, withscores=True)
@@ -78,4 +83,4 @@ async def read(redis: Any, keys: Keys, pools: list[str]) -> Gauges:
             oldest_age=max(oldest[i], 0.0),
             live=sum(1 for cid, expiry in workers if expiry >= now and cid not in draining),
         )
-    return Gauges(out, int(head[1]))
+    return Gauges(out, dlq)

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """The keys of one store; `prefix` is a hash tag such as `{mq}`."""
+    """The keys of one pool's store; `prefix` is the pool's own hash tag, such as
+    `{mq:default}` (`Settings.pool_prefix`), so that every script touches one Cluster slot."""
 
     prefix: str
 
@@ -62,9 +63,6 @@ class Keys:
     def sweep(self, pool: str) -> str:
         return f"{self.prefix}:sweep:{pool}"
 
-    def node(self, name: str) -> str:
-        return f"{self.prefix}:node:{name}"
-
     def logs(self, job_id: str) -> str:
         return f"{self.prefix}:logs:{job_id}"
 
@@ -73,13 +71,6 @@ class Keys:
 
     def minute(self, pool: str, minute: int) -> str:
         return f"{self.prefix}:minute:{pool}:{minute}"
-
-    def logins(self, client: str) -> str:
-        return f"{self.prefix}:logins:{client}"
-
-    @property
-    def pools(self) -> str:
-        return f"{self.prefix}:pools"
 
     @property
     def stats(self) -> str:
@@ -94,13 +85,31 @@ class Keys:
         return f"{self.prefix}:expiring"
 
     @property
+    def events(self) -> str:
+        return f"{self.prefix}:events"
+
+
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """The keys no pool owns: the pool registry, the schedulers, node names and sign-ins;
+    `prefix` is the service's hash tag, such as `{mq}` (`Settings.prefix`)."""
+
+    prefix: str
+
+    def node(self, name: str) -> str:
+        return f"{self.prefix}:node:{name}"
+
+    def logins(self, client: str) -> str:
+        return f"{self.prefix}:logins:{client}"
+
+    @property
+    def pools(self) -> str:
+        return f"{self.prefix}:pools"
+
+    @property
     def schedulers(self) -> str:
         return f"{self.prefix}:schedulers"
 
     @property
     def schedule(self) -> str:
         return f"{self.prefix}:schedule"
-
-    @property
-    def events(self) -> str:
-        return f"{self.prefix}:events"

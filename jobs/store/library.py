@@ -56,21 +56,11 @@ def missing(error: BaseException) -> bool:
     return isinstance(error, ResponseError) and "function not found" in str(error).lower()
 
 
-def _loaded(error: ResponseError) -> bool:
-    return "already exists" in str(error)
-
-
+# REPLACE: loading the same text again changes nothing, so a Cluster client may send it to
+# every primary (redis-py's routing of FUNCTION LOAD) whether or not some already have it
 def load(redis: Any) -> None:
-    try:
-        redis.function_load(library()[1])
-    except ResponseError as exc:
-        if not _loaded(exc):
-            raise
+    redis.function_load(library()[1], replace=True)
 
 
 async def load_async(redis: Any) -> None:
-    try:
-        await redis.function_load(library()[1])
-    except ResponseError as exc:
-        if not _loaded(exc):
-            raise
+    await redis.function_load(library()[1], replace=True)

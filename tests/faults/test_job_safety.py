@@ -241,7 +241,7 @@ def test_a_plain_def_job_past_its_timeout_never_runs_twice_at_once_nor_breaks_it
         assert second["started"] >= first["at"], "the retry started while the first ran"
         gap = second["started"] - first["at"]
         with svc.store() as client:
-            key = "{mq}:job:" + job
+            key = "{mq:default}:job:" + job
             assert client.hget(key, "id") == job and client.hget(key, "status") == "dead"
         assert sorted(svc.roles()["consumer"]) == pids and "killing it" not in svc.tail(400)
         print(
@@ -274,7 +274,7 @@ def test_a_plain_def_job_cancelled_mid_run_cannot_rewrite_its_record_from_its_th
         assert set(answers) == {200} and after["status"] == "cancelled"
         assert after["progress"] == cancelled["progress"], "progress written after the cancel"
         with svc.store() as client:
-            key = "{mq}:job:" + job
+            key = "{mq:default}:job:" + job
             assert client.hget(key, "id") == job
             assert client.ttl(key) > 0, "the finished record keeps its expiry"
         (end,) = [e for e in read_log(runs) if e["event"] == "end"]

@@ -98,7 +98,7 @@ def records(server: Valkey, ids: list[str]) -> dict[str, dict[str, str]]:
     with server.client() as client:
         pipe = client.pipeline(transaction=False)
         for job_id in ids:
-            pipe.hgetall("{mq}:job:" + job_id)
+            pipe.hgetall("{mq:default}:job:" + job_id)
         return dict(zip(ids, pipe.execute(), strict=True))
 
 
@@ -110,7 +110,7 @@ def tries(record: dict[str, str]) -> list[dict[str, Any]]:
 def completed_events(server: Valkey) -> Counter[str]:
     """How often each job's completion was recorded, from the store's event stream."""
     with server.client() as client:
-        events = client.xrange("{mq}:events")
+        events = client.xrange("{mq:default}:events")
     return Counter(f["id"] for _, f in events if f.get("type") == "completed")
 
 
@@ -263,10 +263,10 @@ def test_a_host_killed_whole_has_its_waiting_and_running_jobs_taken_over_within_
     stats = a.http.get("/queue/stats").json()
     assert stats["completed"] == 12 and stats["waiting"] == stats["active"] == 0
     assert set(workers(a)) == {"a-default-1", "a-default-2"}
-    keys = Keys("{mq}")
+    keys = Keys("{mq:default}")
     with fleet.server.client() as client:  # nothing stranded in the dead host's keys
         for cid in ("b-default-1", "b-default-2"):
             assert client.zcard(keys.active(cid)) == client.zcard(keys.ready(cid)) == 0
-        assert client.zcard("{mq}:delayed:default") == 0
+        assert client.zcard("{mq:default}:delayed:default") == 0
     os.kill(a.pid, signal.SIGTERM)
     assert a.wait_exit(30) == 0

@@ -44,14 +44,16 @@ def consumer_up(server: Valkey, s: Settings) -> None:
     """A live consumer of pool default, by the server's clock (enqueue needs one)."""
     with redis.Redis.from_url(server.url, decode_responses=True) as client:
         done = SyncStore(client, s).run(
-            calls.register(Keys(s.prefix), s, cid="c", pool="default", instance="i", info="{}")
+            calls.register(
+                Keys(s.pool_prefix("default")), s, cid="c", pool="default", instance="i", info="{}"
+            )
         )
         assert done.ok
 
 
 def status(server: Valkey, job_id: str) -> str | None:
     with server.client() as client:
-        found: str | None = client.hget("{mq}:job:" + job_id, "status")
+        found: str | None = client.hget("{mq:default}:job:" + job_id, "status")
         return found
 
 

@@ -74,12 +74,12 @@ def test_a_pickled_payload_planted_in_redis_is_dead_lettered_not_run(svc: Servic
     now = int(time.time() * 1000)
     with svc.store() as store:
         store.hset(
-            "{mq}:job:planted",
+            "{mq:default}:job:planted",
             mapping={"id": "planted", "name": "noop", "pool": "default", "data": pickle.dumps(Boom()),
                      "maxAttempts": 4, "timeout": 10, "score": now, "createdAt": now, "status": "queued"},
         )  # fmt: skip
-        store.zadd("{mq}:ready:" + consumer, {"planted": now})
-        store.rpush("{mq}:wake:" + consumer, "1")
+        store.zadd("{mq:default}:ready:" + consumer, {"planted": now})
+        store.rpush("{mq:default}:wake:" + consumer, "1")
     record = svc.wait_status("planted", "dead", 10)
     assert record["attempts"] == 1 and "not JSON" in record["error"]
     assert "unpickled!" not in svc.log_path.read_text()

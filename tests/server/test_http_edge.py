@@ -203,7 +203,7 @@ def test_a_result_json_cannot_carry_is_a_failed_try_and_the_record_stays_readabl
 def test_a_stored_record_holding_nan_reads_as_null_never_500(svc: Service) -> None:
     job = svc.enqueue("noop")
     svc.wait_status(job, "completed", 30)
-    key = f"{{mq}}:job:{job}"
+    key = f"{{mq:default}}:job:{job}"
     svc.store().hset(key, mapping={"result": '{"n": NaN}', "progress": '"\\udfff"'})
     r = svc.http.get(f"/jobs/{job}")
     assert r.status_code == 200 and r.json()["result"] is None and r.json()["progress"] is None

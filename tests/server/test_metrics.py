@@ -203,7 +203,7 @@ def test_the_queue_lag_is_the_oldest_head_whatever_its_priority_or_a_due_delayed
     valkey: Valkey, store: redis.Redis
 ) -> None:
     settings = Settings.from_env({"REDIS_URL": valkey.url, "POOLS": "", "CONSUMERS": "1"})
-    keys = Keys(settings.prefix)
+    keys = Keys(settings.pool_prefix("default"))
 
     async def scenario() -> tuple[gauges.Gauges, gauges.Gauges]:
         client = async_client(settings)

@@ -14,7 +14,7 @@ from jobs.store import Keys, SyncStore, Try, calls
 
 T0 = 1_800_000_000_000
 S = Settings(pools={"p": 2}, key_prefix="fl", keep_result_seconds=600, backlog_limit=500)
-K = Keys(S.prefix)
+K = Keys(S.pool_prefix("p"))
 
 
 @pytest.fixture

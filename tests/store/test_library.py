@@ -15,7 +15,7 @@ from jobs.store import Keys, Store, SyncStore, calls, library
 from jobs.store.batch import Batcher
 
 S = Settings(pools={"p": 1}, key_prefix="lib")
-K = Keys(S.prefix)
+K = Keys(S.pool_prefix("p"))
 T0 = 1_800_000_000_000
 
 

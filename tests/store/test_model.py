@@ -32,7 +32,7 @@ S = Settings(
     keep_result_seconds=3600,
     backlog_limit=1000,
 )
-K = Keys(S.prefix)
+K = Keys(S.pool_prefix("p"))
 JOBS = [f"j{i}" for i in range(8)]
 SLOTS = ["a", "b", "c"]
 OUTCOMES = ["completed", "failed", "dead", "cancelled", "requeue", "limited"]
@@ -132,7 +132,7 @@ def machine(client: redis.Redis) -> type[RuleBasedStateMachine]:
             unfinished = [j for j in made["simple"] if status[j] and status[j] not in TERMINAL]
             assert len(unfinished) <= 1, unfinished
             if unfinished:
-                assert client.get(f"{S.prefix}:dedupe:p:k-simple") == unfinished[0]
+                assert client.get(f"{K.prefix}:dedupe:p:k-simple") == unfinished[0]
             assert len(made["throttle"]) <= 1  # one per ttl
             waiting = [j for j in made["debounce"] if status[j] == "delayed"]
             assert len(waiting) <= 1, waiting
@@ -269,11 +269,11 @@ def machine(client: redis.Redis) -> type[RuleBasedStateMachine]:
         @invariant()
         def each_unfinished_job_is_in_exactly_one_place_with_one_holder(self) -> None:
             sets: dict[str, set[str]] = {}
-            for key in client.scan_iter(f"{S.prefix}:*"):
+            for key in client.scan_iter(f"{K.prefix}:*"):
                 listing = key.startswith(K.index()) or key == K.expiring
                 if client.type(key) == "zset" and not key.endswith(":dlq") and not listing:
                     sets[key] = set(client.zrange(key, 0, -1))
-            for key in client.scan_iter(f"{S.prefix}:job:*"):
+            for key in client.scan_iter(f"{K.prefix}:job:*"):
                 job = key.rsplit(":", 1)[1]
                 assert job in self.enqueued, f"{job} was never accepted"
                 record = client.hgetall(key)
@@ -300,7 +300,7 @@ def machine(client: redis.Redis) -> type[RuleBasedStateMachine]:
         def each_record_is_listed_once_under_its_status_and_nothing_listed_is_gone(self) -> None:
             records = {
                 key.rsplit(":", 1)[1]: client.hgetall(key)
-                for key in client.scan_iter(f"{S.prefix}:job:*")
+                for key in client.scan_iter(f"{K.prefix}:job:*")
             }
             assert set(client.zrange(K.index(), 0, -1)) == set(records)
             by_status = {s: set(client.zrange(K.index(s), 0, -1)) for s in Status}
@@ -318,7 +318,7 @@ def machine(client: redis.Redis) -> type[RuleBasedStateMachine]:
 
         @invariant()
         def a_limited_pool_counts_exactly_its_held_tries(self) -> None:
-            records = [client.hgetall(key) for key in client.scan_iter(f"{S.prefix}:job:*")]
+            records = [client.hgetall(key) for key in client.scan_iter(f"{K.prefix}:job:*")]
             held = [r for r in records if r.get("held")]
             assert all(r["status"] == "active" for r in held), held
             counts = client.hgetall(K.running("p"))
@@ -339,7 +339,7 @@ def machine(client: redis.Redis) -> type[RuleBasedStateMachine]:
             assert int(stats.get("completed", 0)) == self.completed
             dead = int(stats.get("deadLettered", 0))
             assert dead == client.zcard(K.dlq) + self.dlq_left + int(stats.get("dlqDropped", 0))
-            minutes = [client.hgetall(key) for key in client.scan_iter(f"{S.prefix}:minute:p:*")]
+            minutes = [client.hgetall(key) for key in client.scan_iter(f"{K.prefix}:minute:p:*")]
             for field in ("completed", "failed", "deadLettered"):
                 assert sum(int(m.get(field, 0)) for m in minutes) == int(stats.get(field, 0))
 

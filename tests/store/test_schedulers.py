@@ -4,6 +4,7 @@ runs, start and end, and a scheduler changed while a node fires it."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,10 +17,11 @@ from jobs import registry
 from jobs.queue import define_scheduler
 from jobs.schedule import MISSED_AFTER_MS, Scheduler, tick
 from jobs.settings import Settings
-from jobs.store import Keys, SyncStore, calls
+from jobs.store import Keys, Shared, SyncStore, calls
 
 S = Settings(pools={"p": 1}, key_prefix="sc", keep_result_seconds=600, backlog_limit=500)
-K = Keys(S.prefix)
+K = Keys(S.pool_prefix("p"))
+G = Shared(S.prefix)
 T0 = 1_800_000_000_000  # 2027-01-15T08:00:00Z, a whole minute
 
 
@@ -44,14 +46,14 @@ def put(st: SyncStore, now: int, scheduler_id: str = "s", **timing: Any) -> Sche
     due = None if scheduler.paused else scheduler.after(now)
     st.run(
         calls.put_scheduler(
-            K, scheduler_id=scheduler_id, definition=scheduler.stored(), next_due=due, now=now
+            G, scheduler_id=scheduler_id, definition=scheduler.stored(), next_due=due, now=now
         )
     )
     return scheduler
 
 
 def next_due(store: redis.Redis, scheduler_id: str = "s") -> int | None:
-    score = store.zscore(K.schedule, scheduler_id)
+    score = store.zscore(G.schedule, scheduler_id)
     return None if score is None else int(score)
 
 
@@ -81,17 +83,17 @@ def test_each_due_time_makes_one_job_however_many_nodes_tick_and_however_often(
 def test_two_nodes_that_read_the_same_due_time_make_one_job(
     store: redis.Redis, st: SyncStore
 ) -> None:
-    put(st, T0, every=60)
+    job = json.dumps(put(st, T0, every=60).job)
     due = T0 + 60_000
-    first = calls.fire(
-        K, scheduler_id="s", due=due, job_id=f"s@{due}", next_due=due + 60_000, now=due
-    )
-    second = calls.fire(
-        K, scheduler_id="s", due=due, job_id=f"s@{due}", next_due=due + 60_000, now=due + 5
-    )
-    assert st.run(first) == ("fired", f"s@{due}")
-    assert st.run(second) == ("moved", None)  # the other node moved it on first
+    for now in (due, due + 5):  # two nodes, one after the other, each makes then moves on
+        st.run(calls.fire(K, scheduler_id="s", job_id=f"s@{due}", job=job, now=now))
     assert store.zcard(K.index()) == 1
+    moved = [
+        st.run(calls.advance(G, scheduler_id="s", due=due, next_due=due + 60_000, now=now))
+        for now in (due, due + 5)
+    ]
+    assert moved == [True, False]  # the other node moved it on first
+    assert next_due(store) == due + 60_000
 
 
 def test_a_job_of_a_due_time_is_made_once_even_if_the_scheduler_is_rewound(
@@ -101,7 +103,7 @@ def test_a_job_of_a_due_time_is_made_once_even_if_the_scheduler_is_rewound(
     its job twice: the job id is the scheduler's and the due time's."""
     put(st, T0, every=60)
     assert tick(st, T0 + 60_000) == ["s@1800000060000"]
-    st.run(calls.put_scheduler(K, scheduler_id="s", definition=store.hget(K.schedulers, "s"),
+    st.run(calls.put_scheduler(G, scheduler_id="s", definition=store.hget(G.schedulers, "s"),
                                next_due=T0 + 60_000, now=T0 + 60_001))  # fmt: skip
     assert tick(st, T0 + 60_002) == []
     assert store.zcard(K.index()) == 1
@@ -113,12 +115,12 @@ def test_a_scheduler_changed_or_deleted_while_a_node_fires_it_is_left_as_it_is(
 ) -> None:
     put(st, T0, every=60)
     put(st, T0 + 10, every=30)  # changed: due at T0 + 30 s now
-    stale = calls.fire(K, scheduler_id="s", due=T0 + 60_000, job_id="s@x", next_due=1, now=T0)
-    assert st.run(stale) == ("moved", None)
+    stale = calls.advance(G, scheduler_id="s", due=T0 + 60_000, next_due=1, now=T0)
+    assert st.run(stale) is False
     assert next_due(store) == T0 + 30_000
-    assert st.run(calls.delete_scheduler(K, scheduler_id="s", now=T0))
-    assert tick(st, T0 + 30_000) == [] and store.exists(K.schedulers) == 0
-    assert not st.run(calls.delete_scheduler(K, scheduler_id="s", now=T0))
+    assert st.run(calls.delete_scheduler(G, scheduler_id="s", now=T0))
+    assert tick(st, T0 + 30_000) == [] and store.exists(G.schedulers) == 0
+    assert not st.run(calls.delete_scheduler(G, scheduler_id="s", now=T0))
 
 
 def test_a_cron_in_paris_runs_at_paris_times_across_both_daylight_saving_changes(
@@ -180,7 +182,7 @@ def test_a_scheduler_starts_at_its_start_and_stops_after_its_end(
     made = [job for at in (0, 60_000, 120_000, 180_000) for job in tick(st, ms(start) + at)]
     assert made == [f"s@{ms(start) + d}" for d in (0, 60_000, 120_000)]
     assert next_due(store) is None  # ended: it runs no more, its definition stays
-    assert store.hexists(K.schedulers, "s")
+    assert store.hexists(G.schedulers, "s")
 
 
 def test_a_paused_scheduler_makes_no_job(store: redis.Redis, st: SyncStore) -> None:

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from jobs.settings import Settings
-from jobs.store import Keys, Outcome, SyncStore, Try, calls
+from jobs.store import Keys, Outcome, Shared, SyncStore, Try, calls
 
 T0 = 1_800_000_000_000  # ms: the tests' clock, far from the server's own
 S = Settings(
@@ -24,7 +24,8 @@ S = Settings(
     dlq_max=100,
     backlog_limit=50,
 )
-K = Keys(S.prefix)
+K = Keys(S.pool_prefix("p"))
+G = Shared(S.prefix)
 
 
 @pytest.fixture
@@ -78,7 +79,7 @@ def status(store: redis.Redis, job_id: str) -> str | None:
 def places(store: redis.Redis, job_id: str) -> list[str]:
     """Every set of the life cycle the job is in (not the listing's indexes)."""
     found = []
-    for key in store.scan_iter(f"{S.prefix}:*"):
+    for key in store.scan_iter(f"{K.prefix}:*"):
         if key.startswith(K.index()) or key == K.expiring:
             continue
         kind = store.type(key)
@@ -349,7 +350,7 @@ def test_finished_records_leave_with_their_index_entries_after_the_keep_time(
     assert store.exists(K.job("done"), K.job("gone")) == 1  # "done" finished 1 ms earlier
     st.run(calls.sweep(K, S, pool="p", cid="b", now=T0 + keep + 3))
     assert store.exists(K.job("done"), K.job("gone")) == 0
-    leftover = [key for key in store.scan_iter(f"{S.prefix}:index*") if store.zcard(key)]
+    leftover = [key for key in store.scan_iter(f"{K.prefix}:index*") if store.zcard(key)]
     assert leftover == [] and store.zcard(K.expiring) == 0
 
 
@@ -359,12 +360,19 @@ def test_jobs_of_a_pool_removed_from_pools_are_reported_and_can_be_moved(
     register(st, "a", T0)
     enqueue(st, "j1", T0)
     enqueue(st, "j2", T0, delay_ms=60_000)
-    assert st.run(calls.unserved(K, ["other"], now=T0)) == {"p": 2}
-    assert st.run(calls.unserved(K, ["p"], now=T0)) == {}
-    assert st.run(calls.move_pool(K, S, source="p", target="q", now=T0)).state == "live"
-    # a's heartbeat lapsed long ago (the pool is gone from POOLS): its jobs move
-    moved = st.run(calls.move_pool(K, S, source="p", target="q", now=T0 + 60_000))
-    assert moved.state == "done" and moved.moved == 2
-    assert store.hget(K.job("j1"), "pool") == "q"
-    assert places(store, "j2") == [K.delayed("q")]
-    assert st.run(calls.unserved(K, ["q"], now=T0 + 60_001)) == {}
+    store.sadd(G.pools, "p")
+    assert st.unserved({"other"}) == {"p": 2}
+    assert st.unserved({"p"}) == {}
+    with pytest.raises(ValueError):
+        st.move_pool("p", "q", now=T0)
+    # a's heartbeat lapsed long ago (the pool is gone from POOLS): its jobs move, each copied
+    # to q's store (its own slot) and then deleted here; a copy made twice is one job
+    q = Keys(S.pool_prefix("q"))
+    _, batch = st.run(calls.move_pool(K, S, source="p", target="q", now=T0 + 60_000))
+    assert st.run(calls.adopt(q, pool="q", jobs=batch, now=T0 + 60_000)) == 2
+    assert st.move_pool("p", "q", now=T0 + 60_000) == 0  # as if it stopped after the copy
+    assert store.hget(q.job("j1"), "pool") == "q" and store.exists(K.job("j1")) == 0
+    assert places(store, "j2") == [] and store.zscore(q.delayed("q"), "j2") == T0 + 60_000
+    assert store.zcard(q.index()) == 2 and store.zcard(K.index()) == 0
+    assert st.run(calls.waiting(K, pool="p", now=T0 + 60_001)) == 0
+    assert st.unserved({"q"}) == {}

@@ -1,7 +1,12 @@
 -- The job store: every key, what it holds, and the life cycle of a job.
--- The head of the function library that holds every script (jobs/store/library.py). Every
--- key starts with the prefix P, a hash tag such as "{mq}", so every script touches one
--- Cluster slot.
+-- The head of the function library that holds every script (jobs/store/library.py).
+-- Each pool has a store of its own: its keys start with the prefix P, the pool's own hash tag
+-- ("{mq:<pool>}", KEY_PREFIX and the pool), and a job's keys are in its pool's store. Every
+-- script but scheduler.lua runs on one pool's store (ARGV[1] is its P), so each touches one
+-- Cluster slot, and pools may live on different nodes. Keys that name <pool> name P's own
+-- pool. The keys no pool owns start with G, the service's hash tag ("{mq}"; scheduler.lua
+-- runs there with G as its P). One layout for one server and for a Cluster: reads that span
+-- pools (by id, the listing, counts, the DLQ, events) ask each pool (jobs/store/__init__.py).
 --
 -- P:job:<id>         hash    one job: id name pool data maxAttempts timeout backoff priority
 --                            score createdAt [requestId traceparent scheduler] | status worker
@@ -46,7 +51,6 @@
 -- P:gstarts:<pool>:<g> zset  starts of group <g> in its rate period; member <id>:<token>
 -- P:grouped:<pool>   string  jobs in the group queues of <pool> (counted against its backlog)
 -- P:sweep:<pool>     string  the consumer sweeping <pool> for lapsed consumers (short expiry)
--- P:pools            set     every pool a consumer has served
 -- P:stats            hash    counters: completed failed deadLettered dlqDropped
 -- P:dlq              zset    dead-lettered job ids; score = when (server ms)
 -- P:index            zset    every stored job; score = createdAt (the listing, newest first)
@@ -60,15 +64,18 @@
 --                            <pool>; expires after the history period
 -- P:events           stream  job state changes: type id name pool status at [worker attempt
 --                            progress]; about EVENTS_KEPT entries (GET /events)
--- P:node:<name>      string  the master that runs as NODE_NAME <name> (JSON; supervisor/node.py)
 -- P:dedupe:<pool>:<key> string the job that stands for every enqueue of dedupe key <key>
 --                            (options.dedupe); expires after its ttl; a simple one goes when its
 --                            job finishes
--- P:schedulers      hash    job schedulers: id -> definition (JSON: the shape of GET
+--
+-- G:pools            set     every pool a consumer has served (the pools reads ask)
+-- G:node:<name>      string  the master that runs as NODE_NAME <name> (JSON; supervisor/node.py)
+-- G:schedulers       hash    job schedulers: id -> definition (JSON: the shape of GET
 --                            /schedulers/{id} and job, the job's stored fields)
--- P:schedule         zset    schedulers that run: id, score = next due time (server ms). A due
---                            time makes job <id>@<due> (fire.lua), queued in delayed:<pool>
--- P:logins:<client>  string  failed dashboard logins of a client address in this window
+-- G:schedule         zset    schedulers that run: id, score = next due time (server ms). A due
+--                            time makes job <id>@<due> in its pool's store (fire.lua), queued
+--                            in delayed:<pool>, then the scheduler moves on (scheduler.lua)
+-- G:logins:<client>  string  failed dashboard logins of a client address in this window
 --                            (server/auth.py through the store; expires with the window)
 --
 -- Life cycle (status: where the job is):
@@ -85,6 +92,8 @@
 --   cancel     -> cancelled (a running try is told to abort and its end is recorded)
 --   dlq retry  -> queued: delayed:<pool>, due now, tries reset
 --   fire       -> queued: delayed:<pool>, due now (a scheduler's due time came)
+--   move_pool  -> (adopt, in the target pool's store) queued or delayed as before: delayed:<to>;
+--                 then deleted from the source pool's store
 -- Terminal: completed, dead, cancelled. Their record expires after the keep time (a dead one
 -- leaves with its DLQ entry). A job that has not finished is in exactly one of the sets above.
 --

@@ -1,6 +1,6 @@
 -- A consumer process takes its slot: it becomes the slot's instance and is live.
--- KEYS[1] workers:<pool>, KEYS[2] worker:<cid>, KEYS[3] draining:<pool>, KEYS[4] pools,
--- KEYS[5] wake:<cid>
+-- KEYS[1] workers:<pool>, KEYS[2] worker:<cid>, KEYS[3] draining:<pool>, KEYS[4] wake:<cid>
+-- (the pool registry, another slot, is told by the caller)
 -- ARGV[1] prefix, ARGV[2] now, ARGV[3] cid, ARGV[4] pool, ARGV[5] instance, ARGV[6] ttl ms,
 -- ARGV[7] info (JSON), ARGV[8] keep ms, ARGV[9] the concurrency caps of its jobs (JSON
 -- {<name>: n}, from @job(max_concurrency); '' for none)
@@ -13,9 +13,8 @@ if previous and previous ~= ARGV[5] then
     return {'taken', previous}
   end
 end
-redis.call('DEL', KEYS[5])
+redis.call('DEL', KEYS[4])
 redis.call('SREM', KEYS[3], cid)
-redis.call('SADD', KEYS[4], pool)
 redis.call('HSET', KEYS[2], 'instance', ARGV[5], 'info', ARGV[7], 'lastSeen', NOW, 'pool', pool)
 redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[8]))
 redis.call('ZADD', KEYS[1], NOW + tonumber(ARGV[6]), cid)
