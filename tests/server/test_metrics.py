@@ -223,9 +223,9 @@ def test_the_queue_lag_is_the_oldest_head_whatever_its_priority_or_a_due_delayed
             await put("urgent", 60_000, priority=5)  # the head of the queue: first to run
             await put("recent", 10_000)
             await put("later", 0, delay_ms=3_600_000)
-            before = await gauges.read(client, keys, ["default"])
+            before = await gauges.read(client, jobs.at, ["default"])
             await put("due", 100_000, delay_ms=20_000)  # due 80 s ago
-            return before, await gauges.read(client, keys, ["default"])
+            return before, await gauges.read(client, jobs.at, ["default"])
         finally:
             await client.aclose()
 
