@@ -142,14 +142,19 @@ class FollowingSyncPool(redis.sentinel.SentinelConnectionPool):  # type: ignore[
         return connection
 
 
+def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
+    """The `host:port[,host:port...]` of a URL's netloc, without its credentials."""
+    hosts = []
+    for part in netloc.rpartition("@")[2].split(","):
+        host, _, port = part.partition(":")
+        hosts.append((host, int(port or default_port)))
+    return hosts
+
+
 def _sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, dict[str, Any]]:
     """`redis+sentinel://[:password@]host:port[,host:port]/service[/db]`."""
     parsed = urlparse(url)
-    netloc = parsed.netloc.rpartition("@")[2]
-    hosts = []
-    for part in netloc.split(","):
-        host, _, port = part.partition(":")
-        hosts.append((host, int(port or 26379)))
+    hosts = _hosts(parsed.netloc, 26379)
     path = [p for p in parsed.path.split("/") if p]
     service = path[0] if path else "mymaster"
     options: dict[str, Any] = {"db": int(path[1]) if len(path) > 1 else 0}
@@ -206,11 +211,7 @@ class SyncCluster(redis.cluster.RedisCluster):  # type: ignore[misc]
 def _cluster_parts(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
     """`redis+cluster://[[user]:password@]host:port[,host:port...]` (seed nodes)."""
     parsed = urlparse(url)
-    netloc = parsed.netloc.rpartition("@")[2]
-    seeds = []
-    for part in netloc.split(","):
-        host, _, port = part.partition(":")
-        seeds.append((host, int(port or 6379)))
+    seeds = _hosts(parsed.netloc, 6379)
     options: dict[str, Any] = {}
     if parsed.password:
         options["password"] = parsed.password

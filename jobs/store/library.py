@@ -47,6 +47,7 @@ def library() -> tuple[str, str]:
     return name, f"#!lua name={name}\n{helpers}\n{bodies}"
 
 
+@cache
 def function(script: str) -> str:
     return f"{library()[0]}_{script}"
 
