@@ -91,10 +91,14 @@ def children(pid: int) -> dict[int, str]:
 
 
 def kill_tree(pid: int) -> None:
-    """SIGKILL `pid` and every descendant, found through /proc."""
+    """SIGKILL `pid` and every descendant, found through /proc, all at one instant: each is
+    stopped (SIGSTOP) before any is killed, so none sees another die (a consumer whose master
+    dies first would hand its jobs back) and the master spawns nothing in between."""
     todo, found = [pid], []
     while todo:
         p = todo.pop()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGSTOP)
         found.append(p)
         todo.extend(children(p))
     for p in found:
