@@ -191,7 +191,9 @@ class Run:
         """Register consumer ids as live without running them: enqueue-only phases."""
         far = int(time.time() * 1000) + 3_600_000
         ids = {f"{NODE}-default-{i}": far for i in range(1, count + 1)}
-        self.store.zadd(Keys(PREFIX).workers("default"), ids)  # type: ignore[arg-type]
+        keys = Keys(PREFIX)
+        self.store.zadd(keys.workers("default"), ids)  # type: ignore[arg-type]
+        self.store.zadd(keys.load("default"), dict.fromkeys(ids, 0))  # they hold nothing yet
 
     def fill(self, jobs: int) -> float:
         """Enqueue `jobs` noop jobs through the queue API, 1,000 at a time; the seconds it took."""

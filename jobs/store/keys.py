@@ -36,6 +36,12 @@ class Keys:
     def draining(self, pool: str) -> str:
         return f"{self.prefix}:draining:{pool}"
 
+    def load(self, pool: str) -> str:
+        return f"{self.prefix}:load:{pool}"
+
+    def queued(self, pool: str) -> str:
+        return f"{self.prefix}:queued:{pool}"
+
     def control(self, pool: str) -> str:
         return f"{self.prefix}:control:{pool}"
 

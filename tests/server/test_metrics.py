@@ -210,7 +210,9 @@ def test_the_queue_lag_is_the_oldest_head_whatever_its_priority_or_a_due_delayed
         try:
             jobs = Store(client, settings)
             now = await jobs.server_ms()
-            store.zadd(keys.workers("default"), {"t-default-1": now + 60_000})
+            register = calls.register(keys, settings, cid="t-default-1", pool="default",
+                                      instance="t", info="{}", now=now)  # fmt: skip
+            assert (await jobs.run(register)).ok
 
             async def put(ident: str, ago_ms: int, priority: int = 0, delay_ms: int = 0) -> None:
                 call = calls.enqueue(

@@ -334,6 +334,17 @@ def machine(client: redis.Redis) -> type[RuleBasedStateMachine]:
             assert int(client.get(K.grouped("p")) or 0) == waiting
 
         @invariant()
+        def the_load_index_counts_what_each_accepting_consumer_holds(self) -> None:
+            registered = set(client.zrange(K.workers("p"), 0, -1))
+            accepting = registered - client.smembers(K.draining("p"))
+            load = dict(client.zrange(K.load("p"), 0, -1, withscores=True))
+            assert set(load) == accepting, (load, registered)
+            for cid, held in load.items():
+                assert held == client.zcard(K.ready(cid)) + client.zcard(K.active(cid)), cid
+            queued = sum(client.zcard(K.ready(slot)) for slot in SLOTS)
+            assert int(client.get(K.queued("p")) or 0) == queued
+
+        @invariant()
         def counters_equal_the_truth(self) -> None:
             stats = client.hgetall(K.stats)
             assert int(stats.get("completed", 0)) == self.completed

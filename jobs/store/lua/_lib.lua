@@ -28,6 +28,13 @@
 -- P:workers:<pool>   zset    consumers of <pool>; score = heartbeat expiry (server ms). A draining
 --                            consumer stays here until it has handed back all it held.
 -- P:draining:<pool>  set     consumers of <pool> that take no new job (enqueue skips them)
+-- P:load:<pool>      zset    consumers of <pool> that take new jobs (registered, not draining);
+--                            score = how many jobs it holds: queued in ready:<cid> and running
+--                            in active:<cid>. Enqueue takes the lowest live one (O(1), not a
+--                            read per consumer); every script that moves a job in or out of
+--                            those two keeps it (held_moved, ready_moved)
+-- P:queued:<pool>    string  jobs in the ready queues of <pool>'s consumers (counted against
+--                            its backlog with delayed:<pool> and grouped:<pool>)
 -- P:worker:<cid>     hash    info (JSON), instance (the process now in the slot), lastSeen,
 --                            gate ('1' while its pool is paused or limited: claim then reads
 --                            control:<pool>; a pool without either costs its claims nothing)
@@ -138,6 +145,8 @@ local function groups_key(pool) return P .. ':groups:' .. pool end
 local function group_key(pool, group) return P .. ':group:' .. pool .. ':' .. group end
 local function gstarts_key(pool, group) return P .. ':gstarts:' .. pool .. ':' .. group end
 local function grouped_key(pool) return P .. ':grouped:' .. pool end
+local function load_key(pool) return P .. ':load:' .. pool end
+local function queued_key(pool) return P .. ':queued:' .. pool end
 local STATUSES = {'queued', 'delayed', 'active', 'failed', 'completed', 'dead', 'cancelled'}
 local EVENTS_KEPT = 10000
 local MAX_TRIES = 25
@@ -225,6 +234,35 @@ end
 local function wake(cid)
   local key = wake_key(cid)
   if redis.call('LLEN', key) == 0 then redis.call('RPUSH', key, '1') end
+end
+
+-- Consumer cid holds n more jobs (n < 0: fewer) in ready:<cid> and active:<cid>.
+local function held_moved(cid, pool, n)
+  if n ~= 0 then redis.call('ZADD', load_key(pool), 'XX', 'INCR', n, cid) end
+end
+-- n more jobs (n < 0: fewer) wait in the ready queues of the pool's consumers.
+local function queued_moved(pool, n)
+  if n ~= 0 then redis.call('INCRBY', queued_key(pool), n) end
+end
+-- n jobs joined consumer cid's ready queue (n < 0: left it).
+local function ready_moved(cid, pool, n)
+  held_moved(cid, pool, n)
+  queued_moved(pool, n)
+end
+
+-- The least-loaded live consumer of a pool that takes new jobs, or nil. A lapsed one stays in
+-- load:<pool> until the sweep hands its jobs back: it is passed over.
+local function least_loaded(pool)
+  local load, workers = load_key(pool), workers_key(pool)
+  local from = 0
+  while true do
+    local page = redis.call('ZRANGE', load, from, from + 15)
+    if #page == 0 then return nil end
+    for _, cid in ipairs(page) do
+      if (tonumber(redis.call('ZSCORE', workers, cid)) or -1) >= NOW then return cid end
+    end
+    from = from + 16
+  end
 end
 
 -- Live consumers of a pool that take new jobs.
@@ -434,18 +472,21 @@ local function hand_back(cid, pool, batch, o)
   local moved = 0
   for _, id in ipairs(redis.call('ZRANGE', active_key(cid), 0, batch - 1)) do
     redis.call('ZREM', active_key(cid), id)
+    held_moved(cid, pool, -1)
     if orphan(id, pool, o) then moved = moved + 1 end
     batch = batch - 1
   end
   if batch > 0 then
     for _, id in ipairs(redis.call('ZRANGE', ready_key(cid), 0, batch - 1)) do
       redis.call('ZREM', ready_key(cid), id)
+      ready_moved(cid, pool, -1)
       if unassign(id, pool) then moved = moved + 1 end
     end
   end
   local done = redis.call('ZCARD', active_key(cid)) + redis.call('ZCARD', ready_key(cid)) == 0
   if done then
     redis.call('ZREM', workers_key(pool), cid)
+    redis.call('ZREM', load_key(pool), cid)
     redis.call('SREM', draining_key(pool), cid)
     redis.call('DEL', info_key(cid), wake_key(cid))
   end

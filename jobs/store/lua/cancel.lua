@@ -17,7 +17,7 @@ if status == 'active' then
 end
 redis.call('ZREM', delayed_key(pool), id)
 redis.call('ZREM', parked_key(pool, r[5] or ''), id)
-if worker then redis.call('ZREM', ready_key(worker), id) end
+if worker then ready_moved(worker, pool, -redis.call('ZREM', ready_key(worker), id)) end
 if r[6] then group_unqueue(id, pool, r[6]) end
 finished(id, 'cancelled', tonumber(ARGV[4]))
 return {'cancelled', status}

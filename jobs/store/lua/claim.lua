@@ -68,6 +68,7 @@ if slot[2] then
 end
 
 local out = {}
+local taken, popped_from = 0, {}  -- for the load index, told once at the end
 local examined = 0  -- jobs looked at: parked ones too, so a claim stays bounded
 local function take(id, since)
   local key = job_key(id)
@@ -93,6 +94,7 @@ local function take(id, since)
     redis.call('HSET', key, 'held', '1')
   end
   redis.call('ZADD', KEYS[2], NOW + lease, id)
+  taken = taken + 1
   local f = redis.call('HMGET', key, 'name', 'data', 'maxAttempts', 'timeout', 'backoff',
     'createdAt', 'requestId', 'traceparent', 'group')
   if limit and f[9] then
@@ -110,10 +112,12 @@ local function take(id, since)
     redis.call('PEXPIRE', limit.starts, limit.period)
   end
 end
-local function pop(queue)
+local function pop(owner)
+  local queue = ready_key(owner)
   while #out < n and examined < n + 100 do
     local popped = redis.call('ZPOPMIN', queue, n - #out)
     if #popped == 0 then return end
+    popped_from[owner] = (popped_from[owner] or 0) + #popped / 2
     for i = 1, #popped, 2 do take(popped[i]) end
   end
 end
@@ -164,6 +168,7 @@ local function serve_groups()
   return started, wait
 end
 
+local STEAL_LOOK = 16
 local group_wait = nil
 if n > 0 then
   local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', NOW, 'WITHSCORES', 'LIMIT', 0, n)
@@ -184,18 +189,27 @@ if n > 0 then
       if started == 0 then break end
     end
   end
-  pop(KEYS[1])
+  pop(cid)
   if #out < n then
+    -- of the most loaded peers (a bounded look), the live one with the longest queue
     local victim, most = nil, 0
-    for _, peer in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], NOW, '+inf')) do
-      if peer ~= cid then
+    for _, peer in ipairs(redis.call('ZREVRANGE', load_key(pool), 0, STEAL_LOOK - 1)) do
+      if peer ~= cid and (tonumber(redis.call('ZSCORE', KEYS[4], peer)) or -1) >= NOW then
         local queued = redis.call('ZCARD', ready_key(peer))
         if queued > most then victim, most = peer, queued end
       end
     end
-    if victim then pop(ready_key(victim)) end
+    if victim then pop(victim) end
   end
 end
+-- a job popped from its own queue and started stays in what the consumer holds
+held_moved(cid, pool, taken - (popped_from[cid] or 0))
+local unqueued = 0
+for owner, popped in pairs(popped_from) do
+  if owner ~= cid then held_moved(owner, pool, -popped) end
+  unqueued = unqueued + popped
+end
+queued_moved(pool, -unqueued)
 local nxt = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
 local due = -1
 if nxt[2] then due = math.max(0, tonumber(nxt[2]) - NOW) end

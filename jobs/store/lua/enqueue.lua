@@ -37,16 +37,9 @@ if dedupe ~= '' then
   end
   if mode == 'debounce' then delay = math.max(delay, ttl) end
 end
-local live = accepting(pool)
-if #live == 0 then return {'no_consumer', '', '', ''} end
-local best, best_load, best_queued = nil, nil, 0
-local waiting = redis.call('ZCARD', KEYS[3])
-for _, cid in ipairs(live) do
-  local queued = redis.call('ZCARD', ready_key(cid))
-  local load = queued + redis.call('ZCARD', active_key(cid))
-  waiting = waiting + queued
-  if best_load == nil or load < best_load then best, best_load, best_queued = cid, load, queued end
-end
+local best = least_loaded(pool)
+if not best then return {'no_consumer', '', '', ''} end
+local waiting = redis.call('ZCARD', KEYS[3]) + tonumber(redis.call('GET', queued_key(pool)) or 0)
 local group = ARGV[18]
 if group ~= '' then waiting = waiting + tonumber(redis.call('GET', grouped_key(pool)) or 0) end
 if waiting >= tonumber(ARGV[6]) then return {'backlog_full', '', '', ''} end
@@ -81,8 +74,9 @@ end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', best, unpack(fields))
 indexed(id, 'queued')
 emit('enqueued', id, ARGV[7], pool, 'queued', {'worker', best})
-redis.call('ZADD', ready_key(best), score, id)
 -- a consumer with jobs waiting already has a wake-up pending, or is full and will claim
 -- when a slot frees
-if best_queued == 0 then wake(best) end
+if redis.call('ZCARD', ready_key(best)) == 0 then wake(best) end
+redis.call('ZADD', ready_key(best), score, id)
+ready_moved(best, pool, 1)
 return {'created', 'queued', best, id}

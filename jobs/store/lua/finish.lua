@@ -14,6 +14,7 @@ local status = r[1]
 if not status or r[2] ~= ARGV[5] or redis.call('ZREM', KEYS[2], id) == 0 then
   return {'stale', status or ''}
 end
+held_moved(cid, pool, -1)
 if status == 'cancelled' then
   record_try(id, 'cancelled', '')
   finished(id, 'cancelled', keep)

@@ -18,10 +18,6 @@ redis.call('HSET', KEYS[1], 'status', 'queued', 'id', job_id, 'name', t.name,
 indexed(job_id, 'queued')
 emit('enqueued', job_id, t.name, t.pool, 'queued')
 redis.call('ZADD', delayed_key(t.pool), NOW, job_id)
-local best, best_load = nil, nil
-for _, cid in ipairs(accepting(t.pool)) do
-  local load = redis.call('ZCARD', ready_key(cid)) + redis.call('ZCARD', active_key(cid))
-  if best_load == nil or load < best_load then best, best_load = cid, load end
-end
+local best = least_loaded(t.pool)
 if best then wake(best) end
 return 1

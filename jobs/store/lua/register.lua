@@ -18,6 +18,8 @@ redis.call('SREM', KEYS[3], cid)
 redis.call('HSET', KEYS[2], 'instance', ARGV[5], 'info', ARGV[7], 'lastSeen', NOW, 'pool', pool)
 redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[8]))
 redis.call('ZADD', KEYS[1], NOW + tonumber(ARGV[6]), cid)
+redis.call('ZADD', load_key(pool), redis.call('ZCARD', active_key(cid)) +
+  redis.call('ZCARD', ready_key(cid)), cid)
 local control = control_key(pool)
 if ARGV[9] ~= (redis.call('HGET', control, 'caps') or '') then
   if ARGV[9] == '' then redis.call('HDEL', control, 'caps')
