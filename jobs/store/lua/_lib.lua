@@ -168,10 +168,12 @@ end
 -- Change a job's status: move it between the status indexes and tell the event stream.
 -- `event` names the change when it is not the status itself (started, enqueued); `fields`
 -- (a flat list of field, value pairs) go into the record in the same write as the status.
+-- `known` is the record's STATUS_FIELDS when the caller read them already.
 local release  -- below: a held try gives back its counts
-local function set_status(id, status, event, extra, fields)
+local STATUS_FIELDS = {'status', 'createdAt', 'name', 'pool', 'held', 'dedupe'}
+local function set_status(id, status, event, extra, fields, known)
   local key = job_key(id)
-  local r = redis.call('HMGET', key, 'status', 'createdAt', 'name', 'pool', 'held', 'dedupe')
+  local r = known or redis.call('HMGET', key, unpack(STATUS_FIELDS))
   if r[1] == status then
     if fields then redis.call('HSET', key, unpack(fields)) end
     return
@@ -213,10 +215,12 @@ local function count(pool, field, history_ms)
 end
 
 -- Append how a try ended to the job's tries (the last MAX_TRIES); with `into` (a flat list of
--- fields), add the field to it for the caller's write instead of writing it here.
-local function record_try(id, outcome, err, into)
+-- fields), add the field to it for the caller's write instead of writing it here. `known` is
+-- the record's TRY_FIELDS when the caller read them already.
+local TRY_FIELDS = {'tries', 'attempts', 'startedAt', 'worker'}
+local function record_try(id, outcome, err, into, known)
   local key = job_key(id)
-  local r = redis.call('HMGET', key, 'tries', 'attempts', 'startedAt', 'worker')
+  local r = known or redis.call('HMGET', key, unpack(TRY_FIELDS))
   local ok, tries = true, {}
   if r[1] then ok, tries = pcall(cjson.decode, r[1]) end  -- a first try has none to read
   if not ok or type(tries) ~= 'table' then tries = {} end
@@ -345,11 +349,11 @@ end
 -- A job reached a terminal status that keeps its record for `keep` ms (completed, cancelled).
 -- A job reached a terminal status; `fields` are written with it, and `drop` (a field name)
 -- deleted with its token.
-local function finished(id, status, keep, fields, drop)
+local function finished(id, status, keep, fields, drop, known)
   local key = job_key(id)
   fields = fields or {}
   fields[#fields + 1], fields[#fields + 2] = 'completedAt', NOW
-  set_status(id, status, nil, nil, fields)
+  set_status(id, status, nil, nil, fields, known)
   if drop then redis.call('HDEL', key, 'token', drop) else redis.call('HDEL', key, 'token') end
   redis.call('PEXPIRE', key, keep + BACKSTOP_MS)
   redis.call('PEXPIRE', logs_key(id), keep + BACKSTOP_MS)

@@ -70,12 +70,15 @@ end
 local out = {}
 local taken, popped_from = 0, {}  -- for the load index, told once at the end
 local examined = 0  -- jobs looked at: parked ones too, so a claim stays bounded
+-- what a try needs of its record, read once: STATUS_FIELDS (1-6), then the rest
+local TAKEN = {'status', 'createdAt', 'name', 'pool', 'held', 'dedupe', 'data', 'maxAttempts',
+  'timeout', 'backoff', 'requestId', 'traceparent', 'group', 'claims', 'attempts'}
 local function take(id, since)
   local key = job_key(id)
   examined = examined + 1
-  local status = redis.call('HGET', key, 'status')
+  local f = redis.call('HMGET', key, unpack(TAKEN))
+  local status, name = f[1], f[3] or ''
   if status ~= 'queued' and status ~= 'delayed' and status ~= 'failed' then return end
-  local name = limit and (redis.call('HGET', key, 'name') or '')
   if limit then
     local cap = limit.names[name]
     if cap and tonumber(redis.call('HGET', limit.running, 'n:' .. name) or 0) >= cap then
@@ -84,10 +87,12 @@ local function take(id, since)
       return
     end
   end
-  local token = redis.call('HINCRBY', key, 'claims', 1) .. '-' .. NOW
-  local attempts = redis.call('HINCRBY', key, 'attempts', 1)
+  local claims = (tonumber(f[14]) or 0) + 1
+  local token = string.format('%d-%d', claims, NOW)
+  local attempts = (tonumber(f[15]) or 0) + 1
   set_status(id, 'active', 'started', {'worker', cid, 'attempt', attempts},
-    {'worker', cid, 'startedAt', NOW, 'token', token})
+    {'worker', cid, 'startedAt', NOW, 'token', token, 'claims', claims, 'attempts', attempts},
+    {f[1], f[2], f[3], f[4], f[5], f[6]})
   if limit then  -- counted until it leaves active (release, in set_status)
     redis.call('HINCRBY', limit.running, 'all', 1)
     redis.call('HINCRBY', limit.running, 'n:' .. name, 1)
@@ -95,18 +100,16 @@ local function take(id, since)
   end
   redis.call('ZADD', KEYS[2], NOW + lease, id)
   taken = taken + 1
-  local f = redis.call('HMGET', key, 'name', 'data', 'maxAttempts', 'timeout', 'backoff',
-    'createdAt', 'requestId', 'traceparent', 'group')
-  if limit and f[9] then
-    redis.call('HINCRBY', limit.running, 'g:' .. f[9], 1)
+  if limit and f[13] then
+    redis.call('HINCRBY', limit.running, 'g:' .. f[13], 1)
     if limit.group_max then
-      local starts = gstarts_key(pool, f[9])
+      local starts = gstarts_key(pool, f[13])
       redis.call('ZADD', starts, NOW, id .. ':' .. token)
       redis.call('PEXPIRE', starts, limit.group_period)
     end
   end
-  local waited = math.max(0, NOW - (since or tonumber(f[6]) or NOW))
-  out[#out + 1] = {id, token, f[1], f[2], attempts, f[3], f[4], f[5], waited, f[7], f[8]}
+  local waited = math.max(0, NOW - (since or tonumber(f[2]) or NOW))
+  out[#out + 1] = {id, token, name, f[7], attempts, f[8], f[9], f[10], waited, f[11], f[12]}
   if limit and limit.starts then
     redis.call('ZADD', limit.starts, NOW, id .. ':' .. token)
     redis.call('PEXPIRE', limit.starts, limit.period)
