@@ -107,6 +107,10 @@ class Running:
     thread: asyncio.Future[Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0  # how long the job's code ran, once it ended
+    # an async job's code: time.monotonic() by which it must return, while it runs (else
+    # None), and whether the time-out timer cancelled it
+    code_deadline: float | None = None
+    timed_out: bool = False
     span: otel.Processing = field(default_factory=lambda: otel.Processing(None, None))
 
 
@@ -164,6 +168,10 @@ class Consumer(Worker):
         # comes or the wait ends. It wakes the loop in the next turn, so the claim joins the
         # pipeline of the finishes of the tries that freed the slots.
         self.woken: asyncio.Future[None] | None = None
+        # one timer for the time-outs of every async try, due at the earliest (a timer per try
+        # costs more than a noop job's code)
+        self.timeouts: asyncio.TimerHandle | None = None
+        self.timeouts_at = 0.0
         self.draining = False
         self.gone = False
         self.quit_at: float | None = None
@@ -403,9 +411,16 @@ class Consumer(Worker):
             log.debug("job started", extra=run.extra)
             with otel.current(run.span):
                 if spec.is_async:
-                    # in this task (wait_for would start another one for each try)
-                    async with asyncio.timeout(job.timeout):
+                    # in this task (wait_for would start another one for each try); the
+                    # time-out timer cancels it if it runs past its time
+                    run.code_deadline = started + job.timeout
+                    self.time_out_by(run.code_deadline)
+                    try:
                         result = await spec.func(ctx, data)
+                    finally:
+                        run.code_deadline = None
+                        if run.timed_out:  # the timer's cancel was delivered, or swallowed
+                            asyncio.current_task().uncancel()  # type: ignore[union-attr]
                 else:
                     thread_started = True
                     result = await self.in_thread(run, spec, ctx, data)
@@ -414,8 +429,14 @@ class Consumer(Worker):
         except asyncio.CancelledError as exc:
             if run.stop is not None:
                 raise
-            # raised by the job's own code: a failed try like any other error
-            ending = self.failure(run, exc)
+            if run.timed_out:
+                try:
+                    raise TimeoutError from exc  # the job's stack, as the traceback's cause
+                except TimeoutError as timeout:
+                    ending = self.failure(run, timeout)
+            else:
+                # raised by the job's own code: a failed try like any other error
+                ending = self.failure(run, exc)
         except RateLimited as exc:
             log.info("job asked for its pool to be held %g s", exc.seconds, extra=run.extra)
             ending = Ending(Outcome.LIMITED, "", "", exc.seconds)
@@ -428,6 +449,32 @@ class Consumer(Worker):
             if not thread_started or run.thread is None or run.thread.done():
                 self.code_ended(run)
         return ending
+
+    def time_out_by(self, deadline: float) -> None:
+        """Have the time-out timer due by `deadline` (time.monotonic())."""
+        if self.timeouts is not None and self.timeouts_at <= deadline:
+            return
+        if self.timeouts is not None:
+            self.timeouts.cancel()
+        loop = asyncio.get_running_loop()
+        self.timeouts_at = deadline
+        self.timeouts = loop.call_later(max(0.0, deadline - time.monotonic()), self.time_out)
+
+    def time_out(self) -> None:
+        """Cancel the async tries whose code runs past its deadline; due again at the next."""
+        self.timeouts = None
+        now, due = time.monotonic(), None
+        for run in self.running.values():
+            deadline = run.code_deadline
+            if deadline is None or run.timed_out or run.stop is not None or run.task is None:
+                continue
+            if deadline <= now:
+                run.timed_out = True
+                run.task.cancel()
+            elif due is None or deadline < due:
+                due = deadline
+        if due is not None:
+            self.time_out_by(due)
 
     async def in_thread(self, run: Running, spec: JobSpec, ctx: JobContext, data: Any) -> Any:
         """A plain `def` job in this consumer's threads. A thread cannot be stopped: after a

@@ -263,6 +263,19 @@ def test_a_try_past_its_timeout_is_a_failed_try(svc: Service) -> None:
     assert "timed out" in record["error"]
 
 
+def test_each_async_try_times_out_at_its_own_time_whatever_order_they_started_in(
+    svc: Service,
+) -> None:
+    late = svc.enqueue("sleeper", {"seconds": 60}, timeout=6, attempts=1)
+    svc.wait_status(late, "active", 10)
+    soon = svc.enqueue("sleeper", {"seconds": 60}, timeout=0.3, attempts=1)
+    quick = svc.enqueue("sleeper", {"seconds": 0.1}, timeout=4, attempts=1)
+    assert "timed out after 0.3 s" in svc.wait_status(soon, "dead", 10)["error"]
+    assert svc.wait_status(quick, "completed", 10)["attempts"] == 1
+    assert svc.job(late)["status"] == "active"  # the earlier time-out did not end it
+    assert "timed out after 6 s" in svc.wait_status(late, "dead", 20)["error"]
+
+
 def test_sync_job_runs_in_a_thread_and_reports_progress(svc: Service) -> None:
     job = svc.enqueue("syncJob", {"value": 7})
     record = svc.wait_status(job, "completed")
