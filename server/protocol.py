@@ -4,11 +4,16 @@ Only the request line and the headers count against the bound, never the body: t
 reports the head's parts (`on_url`, `on_header`), and their sizes are summed exactly. A head
 still unfinished is bounded by the bytes received since it began, so a single endless header
 cannot grow httptools' buffer (past the bound by at most one read).
+
+It also sends a response as one write: uvicorn writes a response's head and its body apart,
+which is two sends and two packets per response (TCP_NODELAY).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
@@ -17,10 +22,50 @@ from server.events import stop_streams
 # request line plus headers, and the number of headers; past them: 431
 MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 100
+# what OneWrite holds back for one write at most
+FLUSH_BYTES = 64 * 1024
 
 
 class HeadTooLarge(ValueError):
     """Raised inside a parser callback: httptools stops and reports a parser error."""
+
+
+class OneWrite:
+    """A transport that sends what one turn of the event loop wrote to it as one write (a
+    response's head and body are written in the same turn), or at once past FLUSH_BYTES (so
+    that flow control sees a large body). Closing sends what is pending first; everything
+    else is the transport's own."""
+
+    __slots__ = ("loop", "pending", "size", "transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.pending: list[bytes] = []
+        self.size = 0
+        self.loop = asyncio.get_running_loop()
+
+    def write(self, data: bytes) -> None:
+        if not self.pending:
+            self.loop.call_soon(self.flush)
+        self.pending.append(data)
+        self.size += len(data)
+        if self.size > FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            data = b"".join(self.pending)
+            self.pending.clear()
+            self.size = 0
+            if not self.transport.is_closing():
+                self.transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -36,6 +81,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().data_received(data)
         if self.in_head and self.received > MAX_HEAD_BYTES and self.refused is None:
             self.refuse(f"request line and headers are larger than {MAX_HEAD_BYTES} bytes")
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(cast(asyncio.Transport, OneWrite(transport)))
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
