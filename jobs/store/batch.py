@@ -35,9 +35,9 @@ class Batcher:
     """Calls functions of the library like `batcher(script, keys, args)`, batching concurrent
     callers.
 
-    Calls made in one turn of the event loop go out in one pipeline, in the order made; while MAX_IN_FLIGHT
-    batches are on the wire, new calls gather for the next one. An idle caller waits one
-    round trip; a busy process sends few, large writes.
+    Calls made in one turn of the event loop go out in one pipeline, in the order made; while
+    MAX_IN_FLIGHT batches are on the wire, new calls gather for the next one. An idle caller
+    waits one round trip; a busy process sends few, large writes.
 
     With `wait` (replicas, timeout ms), each batch ends with `WAIT replicas timeout` on the same
     connection (the pipeline's), so its callers hear only once that many replicas hold what the

@@ -32,7 +32,7 @@
 --                            score = how many jobs it holds: queued in ready:<cid> and running
 --                            in active:<cid>. Enqueue takes the lowest live one (O(1), not a
 --                            read per consumer); every script that moves a job in or out of
---                            those two keeps it (held_moved, ready_moved)
+--                            those two keeps it (held_moved, queued_moved)
 -- P:queued:<pool>    string  jobs in the ready queues of <pool>'s consumers (counted against
 --                            its backlog with delayed:<pool> and grouped:<pool>)
 -- P:worker:<cid>     hash    info (JSON), instance (the process now in the slot), lastSeen,
@@ -171,6 +171,19 @@ end
 -- `known` is the record's STATUS_FIELDS when the caller read them already.
 local release  -- below: a held try gives back its counts
 local STATUS_FIELDS = {'status', 'createdAt', 'name', 'pool', 'held', 'dedupe'}
+-- The names of several lists of fields in one list: a script reads a record once for helpers
+-- that each take their fields as `known`. (It runs as the library loads, where only the
+-- language itself is there: no ipairs.)
+local function concat(lists)
+  local out = {}
+  for i = 1, #lists do
+    for j = 1, #lists[i] do out[#out + 1] = lists[i][j] end
+  end
+  return out
+end
+-- what claim.lua reads of a record it starts: STATUS_FIELDS (1-6), then the rest
+local CLAIMED_FIELDS = concat({STATUS_FIELDS, {'data', 'maxAttempts', 'timeout', 'backoff',
+  'requestId', 'traceparent', 'group', 'claims', 'attempts'}})
 local function set_status(id, status, event, extra, fields, known)
   local key = job_key(id)
   local r = known or redis.call('HMGET', key, unpack(STATUS_FIELDS))
@@ -218,6 +231,8 @@ end
 -- fields), add the field to it for the caller's write instead of writing it here. `known` is
 -- the record's TRY_FIELDS when the caller read them already.
 local TRY_FIELDS = {'tries', 'attempts', 'startedAt', 'worker'}
+-- what finish.lua reads of a record it ends: STATUS_FIELDS (1-6), the token (7), TRY_FIELDS (8-11)
+local FINISHED_FIELDS = concat({STATUS_FIELDS, {'token'}, TRY_FIELDS})
 local function record_try(id, outcome, err, into, known)
   local key = job_key(id)
   local r = known or redis.call('HMGET', key, unpack(TRY_FIELDS))
@@ -473,20 +488,22 @@ end
 -- Hand back up to `batch` jobs of consumer `cid` (its running tries, then its queue). When
 -- nothing is left the consumer is unregistered. Returns moved, done.
 local function hand_back(cid, pool, batch, o)
-  local moved = 0
+  local moved, ran, waited = 0, 0, 0
   for _, id in ipairs(redis.call('ZRANGE', active_key(cid), 0, batch - 1)) do
     redis.call('ZREM', active_key(cid), id)
-    held_moved(cid, pool, -1)
+    ran = ran + 1
     if orphan(id, pool, o) then moved = moved + 1 end
     batch = batch - 1
   end
   if batch > 0 then
     for _, id in ipairs(redis.call('ZRANGE', ready_key(cid), 0, batch - 1)) do
       redis.call('ZREM', ready_key(cid), id)
-      ready_moved(cid, pool, -1)
+      waited = waited + 1
       if unassign(id, pool) then moved = moved + 1 end
     end
   end
+  held_moved(cid, pool, -ran - waited)
+  queued_moved(pool, -waited)
   local done = redis.call('ZCARD', active_key(cid)) + redis.call('ZCARD', ready_key(cid)) == 0
   if done then
     redis.call('ZREM', workers_key(pool), cid)

@@ -70,13 +70,10 @@ end
 local out = {}
 local taken, popped_from = 0, {}  -- for the load index, told once at the end
 local examined = 0  -- jobs looked at: parked ones too, so a claim stays bounded
--- what a try needs of its record, read once: STATUS_FIELDS (1-6), then the rest
-local TAKEN = {'status', 'createdAt', 'name', 'pool', 'held', 'dedupe', 'data', 'maxAttempts',
-  'timeout', 'backoff', 'requestId', 'traceparent', 'group', 'claims', 'attempts'}
 local function take(id, since)
   local key = job_key(id)
   examined = examined + 1
-  local f = redis.call('HMGET', key, unpack(TAKEN))
+  local f = redis.call('HMGET', key, unpack(CLAIMED_FIELDS))
   local status, name = f[1], f[3] or ''
   if status ~= 'queued' and status ~= 'delayed' and status ~= 'failed' then return end
   if limit then
@@ -91,8 +88,7 @@ local function take(id, since)
   local token = string.format('%d-%d', claims, NOW)
   local attempts = (tonumber(f[15]) or 0) + 1
   set_status(id, 'active', 'started', {'worker', cid, 'attempt', attempts},
-    {'worker', cid, 'startedAt', NOW, 'token', token, 'claims', claims, 'attempts', attempts},
-    {f[1], f[2], f[3], f[4], f[5], f[6]})
+    {'worker', cid, 'startedAt', NOW, 'token', token, 'claims', claims, 'attempts', attempts}, f)
   if limit then  -- counted until it leaves active (release, in set_status)
     redis.call('HINCRBY', limit.running, 'all', 1)
     redis.call('HINCRBY', limit.running, 'n:' .. name, 1)

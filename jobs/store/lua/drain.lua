@@ -8,11 +8,12 @@ local cid, pool = ARGV[3], ARGV[4]
 if redis.call('HGET', KEYS[3], 'instance') ~= ARGV[5] then return {'gone', 0} end
 redis.call('SADD', KEYS[1], cid)
 redis.call('ZREM', load_key(pool), cid)
-local moved = 0
+local moved, left = 0, 0
 for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, tonumber(ARGV[6]) - 1)) do
   redis.call('ZREM', KEYS[2], id)
-  ready_moved(cid, pool, -1)
+  left = left + 1
   if unassign(id, pool) then moved = moved + 1 end
 end
+queued_moved(pool, -left)  -- a draining consumer has no entry in load:<pool> to keep
 if moved > 0 then wake_pool(pool) end
 return {redis.call('ZCARD', KEYS[2]) > 0 and 'more' or 'done', moved}

@@ -9,11 +9,9 @@
 -- lease lapsed and another try took it, or it was handed back), and nothing was recorded.
 local id, cid, outcome = ARGV[3], ARGV[4], ARGV[6]
 local keep, pool = tonumber(ARGV[10]), ARGV[12]
--- read once for the hot path: the token, STATUS_FIELDS (2-7) and TRY_FIELDS (8-11)
-local r = redis.call('HMGET', KEYS[1], 'token', 'status', 'createdAt', 'name', 'pool', 'held',
-  'dedupe', 'tries', 'attempts', 'startedAt', 'worker')
-local status = r[2]
-if not status or r[1] ~= ARGV[5] or redis.call('ZREM', KEYS[2], id) == 0 then
+local r = redis.call('HMGET', KEYS[1], unpack(FINISHED_FIELDS))  -- read once for the hot path
+local status = r[1]
+if not status or r[7] ~= ARGV[5] or redis.call('ZREM', KEYS[2], id) == 0 then
   return {'stale', status or ''}
 end
 held_moved(cid, pool, -1)
@@ -27,7 +25,7 @@ if outcome == 'completed' then  -- the hot path: the try, the result and the sta
   local fields = {'result', ARGV[7]}
   record_try(id, 'completed', '', fields, {r[8], r[9], r[10], r[11]})
   count(pool, 'completed', o.history)
-  finished(id, 'completed', keep, fields, 'error', {r[2], r[3], r[4], r[5], r[6], r[7]})
+  finished(id, 'completed', keep, fields, 'error', r)
   return {'ok', 'completed'}
 end
 if outcome == 'requeue' then

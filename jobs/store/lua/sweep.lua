@@ -21,12 +21,14 @@ for _, cid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. NOW)) d
 end
 for _, cid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], NOW, '+inf')) do
   if budget <= 0 then break end
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', active_key(cid), '-inf', '(' .. NOW, 'LIMIT', 0, budget)) do
+  local lapsed = redis.call('ZRANGEBYSCORE', active_key(cid), '-inf', '(' .. NOW, 'LIMIT', 0,
+    budget)
+  for _, id in ipairs(lapsed) do
     redis.call('ZREM', active_key(cid), id)
-    held_moved(cid, o.pool, -1)
     if orphan(id, o.pool, o) then moved = moved + 1 end
     budget = budget - 1
   end
+  held_moved(cid, o.pool, -#lapsed)
 end
 if moved > 0 then wake_pool(o.pool) end
 return {budget <= 0 and 'more' or 'done', moved, ENDED}
