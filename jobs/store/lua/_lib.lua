@@ -12,7 +12,7 @@
 --                            score createdAt [requestId traceparent scheduler] | status worker
 --                            attempts crashes claims token [held: counted in running:<pool>]
 --                            [group] [waitingFor: why a parked job waits] [dedupe: the simple dedupe
---                            key it holds until it finishes]
+--                            key it holds until it finishes] [logged: '1' once it has log lines]
 --                            startedAt completedAt failedAt result error traceback progress
 --                            tries (JSON: the last MAX_TRIES tries: attempt startedAt endedAt
 --                            consumer outcome error; outcome is completed, failed, cancelled,
@@ -114,14 +114,17 @@
 -- ENDED (the tries a recovering call ended).
 local KEYS, ARGV, P, NOW, STATS, DLQ, INDEX, EXPIRING, EVENTS, ENDED
 local function begin(keys, argv)
-  KEYS, ARGV, P = keys, argv, argv[1]
+  KEYS, ARGV = keys, argv
   NOW = tonumber(argv[2])
   if not NOW then
     local t = redis.call('TIME')
     NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   end
-  STATS, DLQ, INDEX = P .. ':stats', P .. ':dlq', P .. ':index'
-  EXPIRING, EVENTS = P .. ':expiring', P .. ':events'
+  if argv[1] ~= P then  -- the names built from P stay until a call comes for another store
+    P = argv[1]
+    STATS, DLQ, INDEX = P .. ':stats', P .. ':dlq', P .. ':index'
+    EXPIRING, EVENTS = P .. ':expiring', P .. ':events'
+  end
   ENDED = {}
 end
 local PRIORITY_STEP = 4398046511104  -- 2^42
@@ -212,12 +215,17 @@ local function indexed(id, status)
   redis.call('ZADD', status_index(status), NOW, id)
 end
 
--- Delete a record, its log lines and its index entries.
-local function delete_job(id)
+-- Delete a record, its log lines and its index entries. `status` is the record's status
+-- when the caller read it (a record is in its own status's index only); else every index.
+local function delete_job(id, status)
   redis.call('DEL', job_key(id), logs_key(id))
   redis.call('ZREM', INDEX, id)
   redis.call('ZREM', EXPIRING, id)
-  for _, status in ipairs(STATUSES) do redis.call('ZREM', status_index(status), id) end
+  if status then
+    redis.call('ZREM', status_index(status), id)
+    return
+  end
+  for _, s in ipairs(STATUSES) do redis.call('ZREM', status_index(s), id) end
 end
 
 -- Count a finished try in the totals and in its pool's minute of history.
@@ -231,8 +239,9 @@ end
 -- fields), add the field to it for the caller's write instead of writing it here. `known` is
 -- the record's TRY_FIELDS when the caller read them already.
 local TRY_FIELDS = {'tries', 'attempts', 'startedAt', 'worker'}
--- what finish.lua reads of a record it ends: STATUS_FIELDS (1-6), the token (7), TRY_FIELDS (8-11)
-local FINISHED_FIELDS = concat({STATUS_FIELDS, {'token'}, TRY_FIELDS})
+-- what finish.lua reads of a record it ends: STATUS_FIELDS (1-6), the token (7), TRY_FIELDS
+-- (8-11), logged (12: '1' once a try wrote a log line, log.lua)
+local FINISHED_FIELDS = concat({STATUS_FIELDS, {'token'}, TRY_FIELDS, {'logged'}})
 local function record_try(id, outcome, err, into, known)
   local key = job_key(id)
   local r = known or redis.call('HMGET', key, unpack(TRY_FIELDS))
@@ -361,9 +370,9 @@ local function group_unqueue(id, pool, group)
   return false
 end
 
--- A job reached a terminal status that keeps its record for `keep` ms (completed, cancelled).
--- A job reached a terminal status; `fields` are written with it, and `drop` (a field name)
--- deleted with its token.
+-- A job reached a terminal status that keeps its record for `keep` ms (completed, cancelled);
+-- `fields` are written with it, and `drop` (a field name) deleted with its token. `known` is
+-- the record's FINISHED_FIELDS when the caller read them already.
 local function finished(id, status, keep, fields, drop, known)
   local key = job_key(id)
   fields = fields or {}
@@ -371,7 +380,7 @@ local function finished(id, status, keep, fields, drop, known)
   set_status(id, status, nil, nil, fields, known)
   if drop then redis.call('HDEL', key, 'token', drop) else redis.call('HDEL', key, 'token') end
   redis.call('PEXPIRE', key, keep + BACKSTOP_MS)
-  redis.call('PEXPIRE', logs_key(id), keep + BACKSTOP_MS)
+  if not known or known[12] then redis.call('PEXPIRE', logs_key(id), keep + BACKSTOP_MS) end
   redis.call('ZADD', EXPIRING, NOW + keep, id)
 end
 
@@ -388,7 +397,7 @@ local function dead_letter(id, err, tb, o)
   local over = redis.call('ZCARD', DLQ) - o.dlq_max
   if over > 0 then
     for _, old in ipairs(redis.call('ZPOPMIN', DLQ, over)) do
-      if redis.call('HGET', job_key(old), 'status') == 'dead' then delete_job(old) end
+      if redis.call('HGET', job_key(old), 'status') == 'dead' then delete_job(old, 'dead') end
     end
     redis.call('HINCRBY', STATS, 'dlqDropped', math.floor(over))
   end
@@ -400,7 +409,7 @@ local function prune(batch)
   for _, id in ipairs(due) do
     local status = redis.call('HGET', job_key(id), 'status')
     if not status or status == 'completed' or status == 'cancelled' then
-      delete_job(id)
+      delete_job(id, status)
     else
       redis.call('ZREM', EXPIRING, id)
     end

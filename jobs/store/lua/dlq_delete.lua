@@ -6,5 +6,5 @@ local id = ARGV[3]
 if redis.call('ZREM', KEYS[2], id) == 0 then return {} end
 if redis.call('HGET', KEYS[1], 'status') ~= 'dead' then return {} end
 local record = redis.call('HGETALL', KEYS[1])
-delete_job(id)
+delete_job(id, 'dead')
 return record
