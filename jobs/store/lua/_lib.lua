@@ -242,6 +242,7 @@ local TRY_FIELDS = {'tries', 'attempts', 'startedAt', 'worker'}
 -- what finish.lua reads of a record it ends: STATUS_FIELDS (1-6), the token (7), TRY_FIELDS
 -- (8-11), logged (12: '1' once a try wrote a log line, log.lua)
 local FINISHED_FIELDS = concat({STATUS_FIELDS, {'token'}, TRY_FIELDS, {'logged'}})
+local LOGGED = #FINISHED_FIELDS  -- where 'logged' is in a record read with FINISHED_FIELDS
 local function record_try(id, outcome, err, into, known)
   local key = job_key(id)
   local r = known or redis.call('HMGET', key, unpack(TRY_FIELDS))
@@ -380,7 +381,7 @@ local function finished(id, status, keep, fields, drop, known)
   set_status(id, status, nil, nil, fields, known)
   if drop then redis.call('HDEL', key, 'token', drop) else redis.call('HDEL', key, 'token') end
   redis.call('PEXPIRE', key, keep + BACKSTOP_MS)
-  if not known or known[12] then redis.call('PEXPIRE', logs_key(id), keep + BACKSTOP_MS) end
+  if not known or known[LOGGED] then redis.call('PEXPIRE', logs_key(id), keep + BACKSTOP_MS) end
   redis.call('ZADD', EXPIRING, NOW + keep, id)
 end
 
@@ -396,8 +397,11 @@ local function dead_letter(id, err, tb, o)
   redis.call('ZADD', DLQ, NOW, id)
   local over = redis.call('ZCARD', DLQ) - o.dlq_max
   if over > 0 then
-    for _, old in ipairs(redis.call('ZPOPMIN', DLQ, over)) do
-      if redis.call('HGET', job_key(old), 'status') == 'dead' then delete_job(old, 'dead') end
+    local popped = redis.call('ZPOPMIN', DLQ, over)  -- id, score, id, score...
+    for i = 1, #popped, 2 do
+      if redis.call('HGET', job_key(popped[i]), 'status') == 'dead' then
+        delete_job(popped[i], 'dead')
+      end
     end
     redis.call('HINCRBY', STATS, 'dlqDropped', math.floor(over))
   end
