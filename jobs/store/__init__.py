@@ -29,6 +29,7 @@ from jobs.store.batch import Batcher, Unreplicated
 from jobs.store.calls import Call
 from jobs.store.keys import Keys, Shared
 from jobs.store.types import (
+    INDEXED,
     TERMINAL,
     Beat,
     Claimed,
@@ -44,6 +45,7 @@ from jobs.store.types import (
 )
 
 __all__ = [
+    "INDEXED",
     "TERMINAL",
     "Beat",
     "Call",

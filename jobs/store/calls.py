@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 from jobs.settings import Settings
 from jobs.store.keys import Keys, Shared
 from jobs.store.types import (
+    INDEXED,
     Beat,
     Claimed,
     Control,
@@ -251,7 +252,7 @@ def list_jobs(
 
     return Call(
         "list",
-        [k.index(status or None)],
+        [k.index(status if status in INDEXED else None)],
         [
             k.prefix,
             _now(now),

@@ -20,6 +20,9 @@ class Status(StrEnum):
 
 
 TERMINAL = frozenset({Status.COMPLETED, Status.DEAD, Status.CANCELLED})
+# the statuses with an index of their own (INDEXED in lua/_lib.lua); queued and active, which
+# every job passes through, have none: listing them walks the index of every job
+INDEXED = frozenset({Status.DELAYED, Status.FAILED, *TERMINAL})
 
 
 class Outcome(StrEnum):

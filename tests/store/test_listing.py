@@ -178,3 +178,16 @@ def test_every_status_change_is_told_to_the_event_stream(st: SyncStore, store: r
     ]
     assert all(e["id"] == "j" and e["pool"] == "p" and e["name"] == "noop" for e in events)
     assert events[2]["progress"] == "50" and events[4]["attempt"] == "2"
+
+
+def test_queued_and_active_jobs_have_no_index_of_their_own_and_older_ones_go_at_register(
+    st: SyncStore,
+) -> None:
+    st.redis.zadd(K.index("queued"), {"old": T0})  # as versions before INDEXED kept them
+    st.redis.zadd(K.index("active"), {"old": T0})
+    register(st, "a", T0)
+    enqueue(st, "q", T0)
+    enqueue(st, "r", T0 + 1)
+    claim(st, "a", T0 + 2, n=1)
+    assert not st.redis.exists(K.index("queued"), K.index("active"))
+    assert every_page(st, status="active") == ["q"] and every_page(st, status="queued") == ["r"]

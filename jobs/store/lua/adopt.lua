@@ -16,9 +16,7 @@ for _, job in ipairs(cjson.decode(ARGV[4])) do
     end
     redis.call('HSET', job_key(id), unpack(fields))
     redis.call('HSET', job_key(id), 'pool', pool)
-    local created = tonumber(record.createdAt) or NOW
-    redis.call('ZADD', INDEX, created, id)
-    redis.call('ZADD', status_index(record.status or 'queued'), created, id)
+    indexed(id, record.status or 'queued', tonumber(record.createdAt) or NOW)
     redis.call('ZADD', KEYS[1], due, id)
     made = made + 1
   end

@@ -1,7 +1,7 @@
 -- A page of the job listing, newest first: walk one index down from a cursor, keep the jobs
 -- that match the filters, and stop at `limit` matches or after examining `budget` entries (or
 -- reading `bytes` of data for `q`), so that one call costs little however many jobs are stored.
--- KEYS[1] the index walked: index, or index:<status>
+-- KEYS[1] the index walked: index:<status> for a status that has one (INDEXED), else index
 -- ARGV[1] prefix, ARGV[2] now, ARGV[3] cursor score ('' from the newest), ARGV[4] cursor id,
 -- ARGV[5] limit, ARGV[6] budget, ARGV[7] status, ARGV[8] pool, ARGV[9] name ('' for any),
 -- ARGV[10] q in lower case ('' for any; found in the id, the error or the data),
