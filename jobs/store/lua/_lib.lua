@@ -107,7 +107,8 @@
 -- Terminal: completed, dead, cancelled. Their record expires after the keep time (a dead one
 -- leaves with its DLQ entry). A job that has not finished is in exactly one of the sets above.
 --
--- Every status change goes through set_status: it keeps P:index:<status> and tells P:events.
+-- Every status change goes through set_status: it keeps the index of the job's status (if
+-- INDEXED has one) and tells P:events.
 -- Time is the server's: ARGV[2] is '' (use TIME) or, in tests, explicit milliseconds.
 -- Finish, progress and lease renewal take effect only under the try's token (fencing).
 
@@ -155,6 +156,8 @@ local function load_key(pool) return P .. ':load:' .. pool end
 local function queued_key(pool) return P .. ':queued:' .. pool end
 -- the statuses with an index of their own (jobs/store/types.py INDEXED says the same)
 local INDEXED = {delayed = true, failed = true, completed = true, dead = true, cancelled = true}
+-- every status: versions before INDEXED kept an index for each
+local STATUSES = {'queued', 'delayed', 'active', 'failed', 'completed', 'dead', 'cancelled'}
 local EVENTS_KEPT = 10000
 local MAX_TRIES = 25
 local BACKSTOP_MS = 3600000  -- a finished record's TTL beyond its keep time
@@ -220,7 +223,8 @@ local function indexed(id, status, created)
 end
 
 -- Delete a record, its log lines and its index entries. `status` is the record's status
--- when the caller read it (a record is in its own status's index only); else every index.
+-- when the caller read it (a record is in its own status's index only); else every index
+-- any version kept.
 local function delete_job(id, status)
   redis.call('DEL', job_key(id), logs_key(id))
   redis.call('ZREM', INDEX, id)
@@ -229,7 +233,7 @@ local function delete_job(id, status)
     if INDEXED[status] then redis.call('ZREM', status_index(status), id) end
     return
   end
-  for s in pairs(INDEXED) do redis.call('ZREM', status_index(s), id) end
+  for _, s in ipairs(STATUSES) do redis.call('ZREM', status_index(s), id) end
 end
 
 -- Count a finished try in the totals and in its pool's minute of history.
