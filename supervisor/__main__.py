@@ -95,10 +95,13 @@ def main(argv: list[str] | None = None) -> None:
     logs.set_role("master")
 
     from jobs import registry
-    from supervisor.app import Service
+    from supervisor.app import Service, port_in_use
     from supervisor.arbiter import Master
 
     registry.load(settings.job_modules)  # fail here, clearly, on a broken JOB_MODULES
+    if settings.port and port_in_use(settings.host, settings.port):
+        print(f"port {settings.port} of {settings.host} is in use already", file=sys.stderr)
+        sys.exit(1)
     Master(Service(settings), settings).run()
 
 
