@@ -218,8 +218,9 @@ end
 
 -- A new record: into the listing and its status index, if its status has one.
 local function indexed(id, status, created)
-  redis.call('ZADD', INDEX, created or NOW, id)
-  if INDEXED[status] then redis.call('ZADD', status_index(status), created or NOW, id) end
+  created = created or NOW
+  redis.call('ZADD', INDEX, created, id)
+  if INDEXED[status] then redis.call('ZADD', status_index(status), created, id) end
 end
 
 -- Delete a record, its log lines and its index entries. `status` is the record's status

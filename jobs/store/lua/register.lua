@@ -17,7 +17,7 @@ redis.call('DEL', KEYS[4])
 redis.call('SREM', KEYS[3], cid)
 -- versions before INDEXED kept these two (and do while a rolling upgrade runs them beside
 -- this one): each consumer that starts drops them, without blocking the server
-redis.call('UNLINK', P .. ':index:queued', P .. ':index:active')
+redis.call('UNLINK', status_index('queued'), status_index('active'))
 redis.call('HSET', KEYS[2], 'instance', ARGV[5], 'info', ARGV[7], 'lastSeen', NOW, 'pool', pool)
 redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[8]))
 redis.call('ZADD', KEYS[1], NOW + tonumber(ARGV[6]), cid)
