@@ -29,7 +29,7 @@ from arq.worker import Retry, Worker, func
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from jobs import metrics, otel, tracing
+from jobs import codec, metrics, otel, tracing
 from jobs.connection import async_client
 from jobs.context import JobContext, RateLimited
 from jobs.errors import JobInputError
@@ -54,7 +54,7 @@ MAX_TRACEBACK_CHARS = 8000
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return codec.dumps(value).decode()
 
 
 def decode_data(raw: str | None) -> Any:
@@ -62,7 +62,7 @@ def decode_data(raw: str | None) -> Any:
     if not raw:
         return None
     try:
-        return json.loads(raw)
+        return codec.loads(raw)
     except ValueError:
         raise JobInputError("job data is not JSON; refusing to run it") from None
 

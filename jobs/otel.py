@@ -97,12 +97,17 @@ def _traceparent(span: Span) -> str | None:
     return f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{int(sc.trace_flags):02x}"
 
 
-@contextlib.contextmanager
-def sending(pool: str, name: str, job_id: str, traceparent: str | None) -> Iterator[str | None]:
-    """Around an enqueue: yields the trace context the job stores."""
+def sending(
+    pool: str, name: str, job_id: str, traceparent: str | None
+) -> contextlib.AbstractContextManager[str | None]:
+    """Around an enqueue: gives the trace context the job stores."""
     if not _tracing():
-        yield traceparent
-        return
+        return contextlib.nullcontext(traceparent)  # on every enqueue: no generator
+    return _sending(pool, name, job_id, traceparent)
+
+
+@contextlib.contextmanager
+def _sending(pool: str, name: str, job_id: str, traceparent: str | None) -> Iterator[str | None]:
     from opentelemetry import context, trace
 
     parent = _parent(traceparent) if traceparent else context.get_current()

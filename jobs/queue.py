@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from jobs import ids, limits, metrics, otel, tracing
+from jobs import codec, ids, limits, metrics, otel, tracing
 from jobs.connection import async_client, eviction_warning
 from jobs.errors import Conflict, InvalidJob, NotFound, NotReplicated, QueueError, Unavailable
 from jobs.registry import registry
@@ -57,7 +57,7 @@ def _json(raw: str | None) -> Any:
     if raw is None or raw == "":
         return None
     try:
-        value = json.loads(raw, parse_constant=_no_constant)
+        value = codec.loads(raw, parse_constant=_no_constant)
         if "\\ud" in raw or "\\uD" in raw:
             json.dumps(value, ensure_ascii=False).encode()
         return value
@@ -72,7 +72,7 @@ def _dumps(value: Any) -> str:
 def encode_data(data: Any) -> bytes:
     """A job's data as stored: JSON in UTF-8. InvalidJob for what JSON cannot carry."""
     try:
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        return codec.dumps(data)
     except UnicodeEncodeError:
         raise InvalidJob(
             "data", "data holds a lone surrogate (\\ud800-\\udfff), not text"

@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from jobs import metrics, registry
@@ -29,6 +29,7 @@ from server.errors import CODES, HANDLERS, ApiError, queue_error_status
 from server.guard import RequestGuard
 from server.http_metrics import HttpMetrics
 from server.request_id import RequestId
+from server.responses import JSONResponse
 from server.schemas import (
     BULK,
     DLQ_FILTER,

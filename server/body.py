@@ -13,6 +13,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from jobs import codec
 from server.errors import ApiError
 from server.schemas import Schema, validate
 
@@ -68,7 +69,7 @@ def parse_json(raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise _bad(f"request body is not UTF-8 (byte {exc.start})") from None
     try:
-        value = json.loads(text, parse_constant=_constant, parse_float=_float)
+        value = codec.loads(text, parse_constant=_constant, parse_float=_float)
     except RecursionError:
         raise _bad("request body is nested too deeply") from None
     except ValueError as exc:

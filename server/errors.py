@@ -9,9 +9,10 @@ from typing import Any
 from redis.exceptions import RedisClusterException, RedisError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from jobs.errors import Conflict, InvalidJob, NotFound, QueueError, Unavailable
+from server.responses import JSONResponse
 from server.schemas import Invalid
 
 log = logging.getLogger("server.errors")

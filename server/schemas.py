@@ -334,9 +334,11 @@ def compile_schema(schema: Schema) -> Check:
     if kinds is not None:
         options = kinds if isinstance(kinds, list) else [kinds]
         words = " or ".join(options)
+        plain = not {"number", "integer"} & set(options)  # no bool or float to tell apart
+        types = tuple(t for k in options for t in _TYPES[k])
 
         def check_type(value: Any, where: str) -> None:
-            if not any(_is(value, k) for k in options):
+            if not (isinstance(value, types) if plain else any(_is(value, k) for k in options)):
                 raise Invalid(where, f"{where} must be of type {words}")
 
         checks.append(check_type)
@@ -427,6 +429,9 @@ def compile_schema(schema: Schema) -> Check:
                     raise Invalid(field, f"{field} is not a known field")
 
         checks.append(check_object)
+
+    if len(checks) == 1:
+        return checks[0]
 
     def check_all(value: Any, where: str) -> None:
         for check in checks:

@@ -1,0 +1,56 @@
+"""JSON for the hot paths: orjson's speed with the standard library's answers.
+
+`dumps` and `loads` give what `json.dumps(value, separators=(",", ":"), ensure_ascii=False,
+allow_nan=False).encode()` and `json.loads(raw, **checks)` give, value for value, and raise
+what they raise. Only the common case goes through orjson; where orjson would differ, the
+standard library decides:
+- orjson writes NaN and Infinity as null (the standard library refuses them), so an answer
+  holding `null` is written again by the standard library;
+- orjson reads an integer past 64 bits as a float (the standard library keeps it exact), so
+  text with a run of 19 digits is read by the standard library;
+- whatever orjson refuses (a big integer, a non-string key, a lone surrogate, bad JSON) is
+  handed to the standard library, which either does it or raises its own error;
+- datetimes, dataclasses and subclasses of the JSON types go to the standard library, which
+  refuses the first two and writes the last as their base type, as before.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import orjson
+
+# the types the standard library does not write are sent to `default`, which orjson lacks
+# here: a TypeError, and the standard library gives its own answer
+STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+STRICT |= orjson.OPT_PASSTHROUGH_SUBCLASS
+LONG_NUMBER = re.compile(rb"[0-9]{19}")
+LONG_NUMBER_TEXT = re.compile(r"[0-9]{19}")
+
+
+def dumps(value: Any) -> bytes:
+    """`value` as compact JSON in UTF-8; ValueError for NaN or Infinity, TypeError for what
+    JSON cannot hold, UnicodeEncodeError for a lone surrogate (as the standard library)."""
+    try:
+        out = orjson.dumps(value, option=STRICT)
+    except TypeError:
+        pass
+    else:
+        if b"null" not in out:  # it may have been NaN or Infinity
+            return out
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return text.encode()
+
+
+def loads(raw: bytes | str, **checks: Any) -> Any:
+    """JSON text as a value; `checks` are `json.loads` hooks (`parse_constant`, `parse_float`)
+    for the cases orjson refuses: NaN, Infinity and numbers past a double's range."""
+    long = LONG_NUMBER_TEXT if isinstance(raw, str) else LONG_NUMBER
+    if long.search(raw) is None:  # type: ignore[arg-type]
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(raw, **checks)
