@@ -25,10 +25,8 @@ from jobs.store import gauges
 from server import dashboard, events, openapi, schemas
 from server.auth import ApiKeyMiddleware, login, logout
 from server.body import read_json
+from server.edge import Edge
 from server.errors import CODES, HANDLERS, ApiError, queue_error_status
-from server.guard import RequestGuard
-from server.http_metrics import HttpMetrics
-from server.request_id import RequestId
 from server.responses import JSONResponse
 from server.schemas import (
     BULK,
@@ -483,11 +481,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             await app.state.queue.close()
 
-    middleware = [
-        Middleware(RequestGuard, allowed_hosts=settings.allowed_hosts),
-        Middleware(HttpMetrics),
-        Middleware(RequestId),
-    ]
+    middleware = [Middleware(Edge, allowed_hosts=settings.allowed_hosts)]
     if settings.api_key:
         middleware.append(
             Middleware(

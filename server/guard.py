@@ -1,4 +1,5 @@
-"""What a browser could be made to do for its user, refused before any route runs.
+"""What a browser could be made to do for its user, refused before any route runs (by
+server.edge).
 
 - The `Host` header must name the service (ALLOWED_HOSTS): a page whose DNS name is
   rebound to 127.0.0.1 sends its own name, gets 400, and reads nothing.
@@ -11,11 +12,6 @@
 from __future__ import annotations
 
 from urllib.parse import urlsplit
-
-from starlette.types import ASGIApp, Receive, Scope, Send
-
-from server.auth import SESSION_COOKIE
-from server.errors import error_response
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 DEFAULT_PORTS = {"http": "80", "https": "443"}
@@ -53,36 +49,16 @@ def own_host(host: str, scheme: str) -> str:
     return host
 
 
-class RequestGuard:
-    def __init__(self, app: ASGIApp, allowed_hosts: tuple[str, ...]) -> None:
-        self.app = app
-        self.hosts = None if "*" in allowed_hosts else frozenset(allowed_hosts)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        host = origin = referer = ""
-        cookie = False
-        for name, value in scope["headers"]:
-            if name == b"host":
-                host = value.decode("latin-1")
-            elif name == b"origin":
-                origin = value.decode("latin-1")
-            elif name == b"referer":
-                referer = value.decode("latin-1")
-            elif name == b"cookie":
-                cookie = cookie or SESSION_COOKIE.encode() in value
-        problem = None
-        if self.hosts is not None and hostname(host.lower()) not in self.hosts:
-            problem = 400, "bad_host", f"host {host[:100]!r} is not in ALLOWED_HOSTS"
-        elif scope["method"] not in SAFE_METHODS and (origin or referer or cookie):
-            sender = origin_of(origin or referer) if (origin or referer) != "null" else None
-            if sender is None or sender[1] != own_host(host, sender[0]):
-                came = f"from {(origin or referer)[:100]!r}" if origin or referer else "unnamed"
-                problem = 403, "cross_origin", f"a request {came} may not change this service"
-        if problem is None:
-            await self.app(scope, receive, send)
-            return
-        status, code, detail = problem
-        await error_response(status, detail, code)(scope, receive, send)
+def refusal(
+    hosts: frozenset[str] | None, method: str, host: str, origin: str, referer: str, cookie: bool
+) -> tuple[int, str, str] | None:
+    """(status, error code, detail) for a request to refuse, else None; `hosts` None allows
+    any Host, `cookie` is whether the request carries the dashboard's session cookie."""
+    if hosts is not None and hostname(host.lower()) not in hosts:
+        return 400, "bad_host", f"host {host[:100]!r} is not in ALLOWED_HOSTS"
+    if method not in SAFE_METHODS and (origin or referer or cookie):
+        sender = origin_of(origin or referer) if (origin or referer) != "null" else None
+        if sender is None or sender[1] != own_host(host, sender[0]):
+            came = f"from {(origin or referer)[:100]!r}" if origin or referer else "unnamed"
+            return 403, "cross_origin", f"a request {came} may not change this service"
+    return None

@@ -1,19 +1,15 @@
-"""Counts and times every HTTP request by route template, method and status.
+"""The labels of the HTTP request metrics (counted and timed in server.edge).
 
 Labels stay bounded whatever clients send: the route is the template that matched
 (`/jobs/{job_id}`) or "other", and a method outside the standard ones is "other".
 /metrics itself is counted too: its latency is the cost of a scrape, worth watching.
-Requests RequestGuard refuses (a foreign Host, a cross-site write) are not: it runs outside.
+Requests the guard refuses (a foreign Host, a cross-site write) are not counted.
 """
 
 from __future__ import annotations
 
-import time
-
 from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from jobs import metrics
+from starlette.types import Scope
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 OTHER = "other"
@@ -32,27 +28,3 @@ def route_of(scope: Scope) -> str:
                 break
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else OTHER
-
-
-class HttpMetrics:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500  # an exception before the response started becomes a 500 outside
-
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            method = scope["method"] if scope["method"] in METHODS else OTHER
-            metrics.http_request(route_of(scope), method, status, time.perf_counter() - started)
