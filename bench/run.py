@@ -7,10 +7,10 @@
 Topology as the peer's: 2 HTTP workers, 2 consumers x 8, wrk -t1 -c64, noop jobs. Each
 figure is measured twice: on a Valkey with no persistence over loopback TCP (like the
 peer's), and on the embedded server's own command line (AOF everysec, Unix socket), which is
-what `python -m supervisor` runs without REDIS_URL. Growth: enqueue and /queue/stats with
-GROWTH_WAITING jobs waiting over GROWTH_CONSUMERS registered consumers, against the same with
-an empty queue, and that against 2 consumers, measured back to back. The whole output goes
-to bench/results.json. Every process started here is stopped by pid.
+what `python -m supervisor` runs without REDIS_URL; the two in turns, phase by phase. Growth:
+enqueue and /queue/stats with GROWTH_WAITING jobs waiting over GROWTH_CONSUMERS registered
+consumers, against the same with an empty queue, and that against 2 consumers, measured back
+to back. The whole output goes to bench/results.json. Every process started here is stopped by pid.
 """
 
 from __future__ import annotations
@@ -407,20 +407,34 @@ asyncio.run(main())
         self.valkey.stop()
 
 
-def measure(quick: bool, persistence: str) -> dict[str, Any]:
+PHASES = ("enqueue", "drain", "e2e", "growth")
+
+
+def measure(quick: bool) -> dict[str, dict[str, Any]]:
+    """Every phase on each persistence setting, the settings taken in turns phase by phase
+    (the first of a phase goes second in the next): the VM's speed drifts over minutes, and
+    the settings must compare within one stretch of it."""
     with tempfile.TemporaryDirectory(prefix="mq-bench-") as tmp:
-        run = Run(quick, Path(tmp), persistence)
+        runs: dict[str, Run] = {}
         try:
-            log(f"[{persistence}] phase 1: enqueue (no consumers running)")
-            enqueue = run.enqueue()
-            log(f"[{persistence}] phase 2: drain")
-            drain = run.drain()
-            log(f"[{persistence}] phase 3: e2e, idle memory, pickup latency")
-            e2e = run.e2e()
-            log(f"[{persistence}] phase 4: growth ({run.growth_waiting} waiting)")
-            growth = run.growth()
+            for setting in PERSISTENCE:
+                (Path(tmp) / setting).mkdir()
+                runs[setting] = Run(quick, Path(tmp) / setting, setting)
+            results: dict[str, dict[str, Any]] = {s: {} for s in PERSISTENCE}
+            for i, phase in enumerate(PHASES):
+                for setting in PERSISTENCE if i % 2 == 0 else PERSISTENCE[::-1]:
+                    log(f"[{setting}] phase {i + 1}: {phase}")
+                    results[setting][phase] = getattr(runs[setting], phase)()
         finally:
-            run.close()
+            for run in runs.values():
+                run.close()
+    return {s: summary(quick, **results[s]) for s in PERSISTENCE}
+
+
+def summary(
+    quick: bool, enqueue: dict[str, Any], drain: dict[str, Any], e2e: dict[str, Any],
+    growth: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
     return {
         "enqueue_rps": enqueue["rps_2xx"],
         "drain_jps": drain["drain_jps"],
@@ -496,7 +510,7 @@ def main() -> None:
             "enqueue_rps", "drain_jps", "e2e_accepted_rps", "e2e_completed_jps",
             "pickup_p50_ms", "pickup_p99_ms", "idle_rss_mb")}  # fmt: skip
         out["bullmq"]["drain_jps_from_ready"] = peer.get("drain", {}).get("jps_from_ready")
-    out["ours"] = {setting: measure(args.quick, setting) for setting in PERSISTENCE}
+    out["ours"] = measure(args.quick)
     out["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     (HERE / f"results{'-quick' if args.quick else ''}.json").write_text(json.dumps(out, indent=2))
     print(table(out))
