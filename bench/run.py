@@ -330,6 +330,9 @@ from jobs.settings import Settings
 registry.load(("benchjobs",))
 async def main():
     q = Queue.from_settings(Settings.from_env())
+    # connected, and through a first enqueue (it imports what it uses), before the first sample:
+    # the peer's producer waits until its queue is ready
+    await q.enqueue("noop", {{}})
     n, rate = {200 * self.latency_s}, 200
     t0 = time.monotonic() + 0.2
     tasks = []
