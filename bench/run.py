@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/run.py            # full run (~4 min)
     .venv/bin/python bench/run.py --quick    # smoke test
-    .venv/bin/python bench/run.py --peer     # run ../shared/bench/bullmq first, print ratios
+    .venv/bin/python bench/run.py --peer     # ../shared/bench/bullmq before and after, ratios
 
 Topology as the peer's: 2 HTTP workers, 2 consumers x 8, wrk -t1 -c64, noop jobs. Each
 figure is measured twice: on a Valkey with no persistence over loopback TCP (like the
@@ -488,7 +488,37 @@ def table(out: dict[str, Any]) -> str:
                 ratio = f"{(ours / theirs if higher else theirs / ours):.2f}"
             cells += [f"{ours:,}", ratio]
         lines.append("| " + " | ".join(cells) + " |")
+    runs = out.get("bullmq_runs", [])
+    if len(runs) == 2:
+        moved = [
+            f"{label} {runs[0][peer_key]} / {runs[1][peer_key]}"
+            for label, _, peer_key, _ in ROWS
+            if peer_key and peer_key != "idle_rss_mb"
+        ]
+        lines.append("\nBullMQ before / after ours: " + "; ".join(moved))
     return "\n".join(lines)
+
+
+PEER_FIGURES = ("enqueue_rps", "drain_jps", "e2e_accepted_rps", "e2e_completed_jps",
+                "pickup_p50_ms", "pickup_p99_ms", "idle_rss_mb")  # fmt: skip
+
+
+def peer_figures(quick: bool) -> dict[str, Any]:
+    """One run of the BullMQ peer (`run.sh`): its figures."""
+    log("running the BullMQ peer")
+    cmd = [str(PEER / "run.sh"), *(["--quick"] if quick else [])]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    peer = json.loads(
+        subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
+    )
+    figures = {key: peer.get(key) for key in PEER_FIGURES}
+    figures["drain_jps_from_ready"] = peer.get("drain", {}).get("jps_from_ready")
+    return figures
+
+
+def mean(values: Any) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(sum(known) / len(known), 3) if known else None
 
 
 def main() -> None:
@@ -497,22 +527,21 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="short smoke run")
     parser.add_argument(
-        "--peer", action="store_true", help="run the BullMQ peer first and print ratios"
+        "--peer",
+        action="store_true",
+        help="run the BullMQ peer before and after ours; ratios against the mean of the two",
     )
     args = parser.parse_args()
     debian_tool("wrk", "wrk")  # the peer's run.sh needs it too
     out: dict[str, Any] = {}
     if args.peer:
-        log("running the BullMQ peer")
-        cmd = [str(PEER / "run.sh"), *(["--quick"] if args.quick else [])]
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-        peer = json.loads(
-            subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
-        )
-        out["bullmq"] = {k: peer.get(k) for k in (
-            "enqueue_rps", "drain_jps", "e2e_accepted_rps", "e2e_completed_jps",
-            "pickup_p50_ms", "pickup_p99_ms", "idle_rss_mb")}  # fmt: skip
-        out["bullmq"]["drain_jps_from_ready"] = peer.get("drain", {}).get("jps_from_ready")
+        out["bullmq_runs"] = [peer_figures(args.quick)]
+    out["ours"] = measure(args.quick)
+    if args.peer:
+        out["bullmq_runs"].append(peer_figures(args.quick))
+        out["bullmq"] = {
+            key: mean(run[key] for run in out["bullmq_runs"]) for key in out["bullmq_runs"][0]
+        }
     out["ours"] = measure(args.quick)
     out["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     (HERE / f"results{'-quick' if args.quick else ''}.json").write_text(json.dumps(out, indent=2))
