@@ -542,7 +542,6 @@ def main() -> None:
         out["bullmq"] = {
             key: mean(run[key] for run in out["bullmq_runs"]) for key in out["bullmq_runs"][0]
         }
-    out["ours"] = measure(args.quick)
     out["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     (HERE / f"results{'-quick' if args.quick else ''}.json").write_text(json.dumps(out, indent=2))
     print(table(out))
