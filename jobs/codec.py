@@ -2,7 +2,7 @@
 
 `dumps` and `loads` give what `json.dumps(value, separators=(",", ":"), ensure_ascii=False,
 allow_nan=False).encode()` and `json.loads(raw, **checks)` give, value for value, and raise
-what they raise. Only the common case goes through orjson; where orjson would differ, the
+what they raise (but for the one difference below). Only the common case goes through orjson; where orjson would differ, the
 standard library decides:
 - orjson writes NaN and Infinity as null (the standard library refuses them), so an answer
   holding `null` is written again by the standard library;
@@ -12,6 +12,9 @@ standard library decides:
   handed to the standard library, which either does it or raises its own error;
 - datetimes, dataclasses and subclasses of the JSON types go to the standard library, which
   refuses the first two and writes the last as their base type, as before.
+One difference is kept on purpose: orjson writes a UUID as its string and an Enum as its value
+(as kombu's JSON does for Celery), where the standard library refuses both; so a job's data or
+result may hold them.
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import enum
 import json
 import math
+import uuid
 from typing import Any
 
 import pytest
@@ -99,3 +101,13 @@ def test_loads_reads_what_the_standard_library_reads_or_fails_as_it_does(text: s
 def test_dumps_refuses_what_the_standard_library_refuses(value: Any) -> None:
     with pytest.raises(TypeError):
         codec.dumps(value)
+
+
+def test_a_uuid_and_an_enum_are_written_as_their_string_and_value() -> None:
+    """The one difference from the standard library, kept on purpose (jobs/codec.py)."""
+
+    class Colour(enum.Enum):
+        RED = "red"
+
+    value = {"id": uuid.UUID(int=1), "colour": Colour.RED}
+    assert codec.dumps(value) == b'{"id":"00000000-0000-0000-0000-000000000001","colour":"red"}'
