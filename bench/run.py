@@ -428,6 +428,7 @@ def measure(quick: bool) -> dict[str, dict[str, Any]]:
                 for setting in PERSISTENCE if i % 2 == 0 else PERSISTENCE[::-1]:
                     log(f"[{setting}] phase {i + 1}: {phase}")
                     results[setting][phase] = getattr(runs[setting], phase)()
+                    runs[setting].store.flushall()  # an idle store holds nothing to rewrite
         finally:
             for run in runs.values():
                 run.close()
@@ -537,13 +538,15 @@ def main() -> None:
     if args.peer:
         out["bullmq_runs"] = [peer_figures(args.quick)]
     out["ours"] = measure(args.quick)
+    out["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    results = HERE / f"results{'-quick' if args.quick else ''}.json"
+    results.write_text(json.dumps(out, indent=2))  # kept if the second peer run fails
     if args.peer:
         out["bullmq_runs"].append(peer_figures(args.quick))
         out["bullmq"] = {
             key: mean(run[key] for run in out["bullmq_runs"]) for key in out["bullmq_runs"][0]
         }
-    out["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    (HERE / f"results{'-quick' if args.quick else ''}.json").write_text(json.dumps(out, indent=2))
+    results.write_text(json.dumps(out, indent=2))
     print(table(out))
 
 

@@ -8,6 +8,8 @@ standard library decides:
   holding `null` is written again by the standard library;
 - orjson reads an integer past 64 bits as a float (the standard library keeps it exact), so
   text with a run of 19 digits is read by the standard library;
+- orjson writes small floats its own way (0.00001 and 1e-7 where the standard library writes
+  1e-05 and 1e-07), so an answer holding what may be one is written by the standard library;
 - whatever orjson refuses (a big integer, a non-string key, a lone surrogate, bad JSON) is
   handed to the standard library, which either does it or raises its own error;
 - datetimes, dataclasses and subclasses of the JSON types go to the standard library, which
@@ -29,6 +31,9 @@ import orjson
 # here: a TypeError, and the standard library gives its own answer
 STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 STRICT |= orjson.OPT_PASSTHROUGH_SUBCLASS
+# where orjson's float may differ from repr's: a negative exponent, or 0.0000 (a string that
+# merely holds these is written by the standard library too, the same bytes, only slower)
+OWN_FLOAT = re.compile(rb"[0-9]e-|0\.0000")
 LONG_NUMBER = re.compile(rb"[0-9]{19}")
 LONG_NUMBER_TEXT = re.compile(r"[0-9]{19}")
 
@@ -41,7 +46,8 @@ def dumps(value: Any) -> bytes:
     except TypeError:
         pass
     else:
-        if b"null" not in out:  # it may have been NaN or Infinity
+        # null may have been NaN or Infinity
+        if b"null" not in out and OWN_FLOAT.search(out) is None:
             return out
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return text.encode()

@@ -79,6 +79,8 @@ def parse_json(raw: bytes) -> Any:
             json.dumps(value, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
             raise _bad("request body holds a lone surrogate (\\ud800-\\udfff), not text") from None
+        except RecursionError:  # orjson reads deeper than json can write
+            raise _bad("request body is nested too deeply") from None
     return value
 
 

@@ -106,6 +106,10 @@ def test_a_body_over_the_limit_is_413_declared_or_chunked_never_431(svc: Service
     assert status == 413
 
 
+# deeper than json can write back, shallower than orjson reads: the surrogate check's depth
+DEEP_PAIR = (
+    '{"jobName": "noop", "data": {"a": ' + "[" * 1010 + '"\\ud83d\\ude00"' + "]" * 1010 + "}}"
+)
 CORPUS = [
     ('{"jobName": "noop", "data": {"text": "\\udfff"}}', 400, "lone surrogate"),
     ('{"jobName": "noop", "data": {"text": "\\ud83d\\ude00"}}', 202, None),  # a pair: fine
@@ -114,6 +118,7 @@ CORPUS = [
     ('{"jobName": "noop", "data": {"n": 1e999}}', 400, "range of a double"),
     ('{"jobName": "noop", "data": {"a": ' + "[" * 40 + "]" * 40 + "}}", 422, "nested"),
     ('{"jobName": "noop", "data": {"a": ' + "[" * 100_000 + "]" * 100_000 + "}}", 400, None),
+    (DEEP_PAIR, 400, "nested too deeply"),
     ('{"jobName": "noop", "options": {"jobId": "a/b"}}', 422, "jobId"),
     ('{"jobName": "noop", "options": {"jobId": ".."}}', 422, "jobId"),
 ]
