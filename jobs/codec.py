@@ -1,9 +1,9 @@
 """JSON for the hot paths: orjson's speed with the standard library's answers.
 
 `dumps` and `loads` give what `json.dumps(value, separators=(",", ":"), ensure_ascii=False,
-allow_nan=False).encode()` and `json.loads(raw, **checks)` give, value for value, and raise
-what they raise (but for the one difference below). Only the common case goes through orjson; where orjson would differ, the
-standard library decides:
+allow_nan=False).encode()` and `json.loads(raw, **checks)` give, byte for byte and value for
+value, and raise what they raise (but for the one difference below). Only the common case goes
+through orjson; where orjson would differ, the standard library decides:
 - orjson writes NaN and Infinity as null (the standard library refuses them), so an answer
   holding `null` is written again by the standard library;
 - orjson reads an integer past 64 bits as a float (the standard library keeps it exact), so

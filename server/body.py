@@ -7,7 +7,6 @@ nesting past MAX_DEPTH (in schemas.validate). Each is a 400 before anything is w
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -76,10 +75,10 @@ def parse_json(raw: bytes) -> Any:
         raise _bad(f"request body is not valid JSON: {exc}") from None
     if "\\ud" in text or "\\uD" in text:  # a surrogate escape: paired, or a lone one?
         try:
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
+            codec.dumps(value)  # the standard library's UnicodeEncodeError for a lone one
         except UnicodeEncodeError:
             raise _bad("request body holds a lone surrogate (\\ud800-\\udfff), not text") from None
-        except RecursionError:  # orjson reads deeper than json can write
+        except RecursionError:  # orjson reads deeper than json writes
             raise _bad("request body is nested too deeply") from None
     return value
 
